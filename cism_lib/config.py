@@ -1,0 +1,280 @@
+"""Frozen dataclass configs: the one source of truth for the CLI, notebooks and YAML presets."""
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from cism_lib.errors import ConfigError
+
+LOSSES = ("ml", "sl", "csm", "nsc")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are augmented."""
+
+    dataset: str = "synthetic"          # synthetic | isaid | voc
+    root: str | None = None             # data folder; synthetic: generated here if missing
+    layout: str = "auto"                # auto | devkit | mmseg (iSAID only)
+    train_split: str = "train"
+    val_split: str = "val"
+    synth_train: int = 600              # SynthAerial images (synthetic only)
+    synth_val: int = 200
+    synth_size: int = 256
+    synth_seed: int = 0
+    max_train: int | None = None        # take the first N training images (after sorting)
+    max_val: int | None = None
+    crop_size: int = 256
+    scale_range: tuple[float, float] = (0.7, 1.3)
+    color_jitter: float = 0.3
+    min_pixels: int = 1                 # a class counts as present with at least this many pixels
+    mcsg: bool = False                  # Multi-Category Sample Generation (section 3.3)
+    mcsg_max_categories: int = 3        # low-category group: <= this many classes
+    skip_bad: bool = False
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The classifier: method, backbone and every switch of the ablation tables."""
+
+    method: str = "cism"                # cam | cian | cism
+    backbone: str = "resnet50"          # resnet18 | resnet34 | resnet50 | efficientnet_lite0
+    weights: str | None = "imagenet"    # imagenet | None | path to a .pth file
+    use_pv: bool = True                 # prototype vectors (Eq. 1-5)
+    use_pie: bool = True                # prototype interactive enhancement (Eq. 6-9)
+    use_slsc: bool = True               # single-label secondary classification (Eq. 14-17)
+    losses: tuple[str, ...] = LOSSES
+    eta: float = 0.3                    # dropout rate of the gate map (Eq. 5)
+    lam: float = 1.0                    # weight of the auxiliary losses (Eq. 18)
+    lam_learnable: bool = False         # learnable, non-collapsing lambda (see docs/method.md)
+    proto_dim: int = 256                # channels of F_c / X_Q / X_R
+    gamma_axis: str = "class"           # softmax of gamma over classes or space (Eq. 16)
+    cam_threshold: float = 0.5          # high-confidence CAM region used by MAP (Eq. 3-4)
+    output_stride: int = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of the classifier."""
+
+    epochs: int = 5
+    batch_size: int = 8                 # pairs per step
+    lr: float = 0.01
+    backbone_lr_mult: float = 0.1
+    optimizer: str = "adam"             # adam | sgd
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    amp: bool = True                    # bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = True
+    seed: int = 0
+    max_steps: int | None = None
+    log_every: int = 10
+    sync_bn: bool = False
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """Multi-scale CAM inference and background threshold selection."""
+
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    flip: bool = True
+    batch_size: int = 8
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+@dataclass(frozen=True)
+class CrfConfig:
+    """Dense-CRF refinement (defaults from the WSSS literature)."""
+
+    enabled: bool = True
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bi_sxy: float = 80.0
+    bi_srgb: float = 13.0
+    bi_compat: float = 10.0
+    iterations: int = 10
+    workers: int = 0                    # 0 = all CPU cores
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    """The segmentation network trained on pseudo-masks."""
+
+    enabled: bool = True
+    head: str = "largefov"              # largefov | deeplabv3
+    backbone: str = "resnet50"
+    weights: str | None = "imagenet"
+    epochs: int = 5
+    batch_size: int = 8
+    lr: float = 0.001
+    crop_size: int = 256
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole pipeline run: data → classifier → CAMs → CRF → segmentation."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    crf: CrfConfig = field(default_factory=CrfConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as a plain dict of builtins (tuples become lists), safe for YAML and torch.save."""
+    def plain(v: Any) -> Any:
+        if is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+    return plain(cfg)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in typing.get_args(hint):
+                return None
+        return _coerce(value, args[0], where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0]
+        return tuple(_coerce(v, item, where) for v in value)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: cannot read {value!r} as {hint.__name__}") from None
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build a config dataclass from a dict; unknown keys are an error naming the key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    cfg = cls(**kwargs)
+    validate(cfg, where)
+    return cfg
+
+
+def validate(cfg: Any, where: str = "config") -> None:
+    """Check values that a type cannot express."""
+    checks: dict[type, list[tuple[bool, str]]] = {}
+    if isinstance(cfg, DataConfig):
+        checks[DataConfig] = [(cfg.dataset in ("synthetic", "isaid", "voc"),
+                               "dataset must be synthetic, isaid or voc")]
+    if isinstance(cfg, ModelConfig):
+        checks[ModelConfig] = [
+            (cfg.method in ("cam", "cian", "cism"), "method must be cam, cian or cism"),
+            (set(cfg.losses) <= set(LOSSES) and "ml" in cfg.losses,
+             f"losses must be a subset of {LOSSES} containing 'ml'"),
+            (0.0 <= cfg.eta < 1.0, "eta must be in [0, 1)"),
+            (cfg.gamma_axis in ("class", "space"), "gamma_axis must be class or space"),
+            (cfg.output_stride in (8, 16, 32), "output_stride must be 8, 16 or 32"),
+        ]
+    if isinstance(cfg, TrainConfig):
+        checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
+                               (cfg.batch_size >= 1, "batch_size must be >= 1")]
+    for ok, msg in checks.get(type(cfg), []):
+        if not ok:
+            raise ConfigError(f"{where}: {msg}")
+
+
+def replace(cfg: Any, _where: str = "", **changes: Any) -> Any:
+    """dataclasses.replace that accepts dotted keys ('model.eta': 0.1) for nested configs."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.replace("__", ".").partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    for head, sub in nested.items():
+        if not hasattr(cfg, head):
+            raise ConfigError(f"unknown config section {head!r}")
+        flat[head] = replace(getattr(cfg, head), f"{_where}{head}.", **sub)
+    data = to_dict(cfg)
+    for k, v in flat.items():
+        if k not in data:
+            raise ConfigError(f"unknown key {_where}{k!r}; valid keys are {sorted(data)}")
+        data[k] = to_dict(v) if is_dataclass(v) else v
+    return from_dict(type(cfg), data, _where.rstrip(".") or "config")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML preset (may be partial) and apply dotted overrides."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a YAML mapping")
+        data = loaded
+    cfg = from_dict(RunConfig, data, str(path or "config"))
+    return replace(cfg, **(overrides or {})) if overrides else cfg
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML."""
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_hash(cfg: Any, n: int = 10) -> str:
+    """A short stable hash of a config, used to reuse finished runs."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+__all__ = [
+    "DataConfig", "ModelConfig", "TrainConfig", "CamConfig", "CrfConfig", "SegConfig",
+    "RunConfig", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash",
+]

@@ -1,0 +1,18 @@
+"""Exceptions with messages a user can act on."""
+from __future__ import annotations
+
+
+class CismError(Exception):
+    """Base class of every error cism_lib raises on purpose."""
+
+
+class DataError(CismError, ValueError):
+    """Bad input data: missing folder, wrong layout, corrupt image, unknown mask colour."""
+
+
+class ConfigError(CismError, ValueError):
+    """A configuration with unknown keys, wrong types or inconsistent values."""
+
+
+class CheckpointError(CismError, RuntimeError):
+    """A corrupt checkpoint or one made for a different configuration."""
