@@ -1,0 +1,158 @@
+"""`cism`: the command line. Every config field is a flag (`--model.eta 0.1`), built from config.py."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+import typing
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from cism_lib.config import RunConfig, load_config
+
+EPILOG = """examples:
+  cism data synth --out data/synth --train 600 --val 200 --size 256 --seed 0
+  cism data stats data/synth --split train
+  cism run configs/smoke.yaml
+  cism train configs/cpu.yaml --model.method cian --train.epochs 2
+  cism eval-cams configs/cpu.yaml
+"""
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Help strings read from the trailing comments of a config dataclass's fields."""
+    helps = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=\s*.*?#\s*(.+)$", line)
+        if m:
+            helps[m.group(1)] = m.group(2).strip()
+    return helps
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--section.field` flag per RunConfig field (value parsed by the config's coercion)."""
+    hints = typing.get_type_hints(RunConfig)
+    for f in fields(RunConfig):
+        cls = hints[f.name]
+        if not is_dataclass(cls):
+            parser.add_argument(f"--{f.name}", dest=f"cfg:{f.name}", default=None, metavar="V",
+                                help=field_help(RunConfig).get(f.name, ""))
+            continue
+        group = parser.add_argument_group(f"{f.name} options ({cls.__name__})")
+        helps = field_help(cls)
+        for sub in fields(cls):
+            default = sub.default if sub.default is not sub.default_factory else None
+            group.add_argument(f"--{f.name}.{sub.name}", dest=f"cfg:{f.name}.{sub.name}", default=None,
+                               metavar="V", help=f"{helps.get(sub.name, '')} (default: {default})")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Load the YAML preset named on the command line and apply the flags given."""
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from cism_lib.data.synthetic import generate
+
+    out = generate(args.out, args.train, args.val, args.size, args.seed, workers=args.workers)
+    print(f"SynthAerial written to {out}")
+
+
+def _cmd_stats(args: argparse.Namespace) -> None:
+    from cism_lib.data.isaid import SegFolder
+    from cism_lib.data.stats import dataset_stats, format_stats
+
+    ds = SegFolder(args.dir, args.split, layout=args.layout, min_pixels=args.min_pixels,
+                   skip_bad=args.skip_bad)
+    print(format_stats(dataset_stats(ds)))
+
+
+def _cmd_split(args: argparse.Namespace) -> None:
+    from cism_lib.data.isaid import split_isaid
+
+    split_isaid(args.src, args.dst, args.split, patch=args.patch, overlap=args.overlap)
+
+
+def _cmd_stage(args: argparse.Namespace) -> None:
+    from cism_lib import pipeline
+
+    cfg = config_from_args(args)
+    stages = pipeline.STAGES if args.command == "run" else (args.command.replace("eval-cams", "eval"),)
+    rd = pipeline.run_all(cfg, stages=stages, force=args.force, resume=not args.no_resume)
+    print(f"run folder: {rd}")
+    for k, v in pipeline.read_metrics(rd).items():
+        if isinstance(v, (int, float)):
+            print(f"  {k}: {v:.4f}")
+
+
+def _cmd_runs(args: argparse.Namespace) -> None:
+    from cism_lib.pipeline import collect_runs
+
+    print(collect_runs(args.dir).to_string())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `cism` argument parser with its sub-commands."""
+    ap = argparse.ArgumentParser(prog="cism", description="Cross-Image Semantic Mining (CISM) for "
+                                 "weakly supervised semantic segmentation of aerial imagery.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="generate, split and inspect datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    s = dsub.add_parser("synth", help="write SynthAerial in the iSAID patch layout")
+    s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.add_argument("--train", type=int, default=600, help="training images")
+    s.add_argument("--val", type=int, default=200, help="validation images")
+    s.add_argument("--size", type=int, default=256, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0, help="same seed, identical bytes")
+    s.add_argument("--workers", type=int, default=1, help="processes")
+    s.set_defaults(func=_cmd_synth)
+    st = dsub.add_parser("stats", help="category-count histogram (Figure 5) and per-class counts")
+    st.add_argument("dir", type=Path, help="an iSAID patch folder (devkit or mmseg layout)")
+    st.add_argument("--split", default="train")
+    st.add_argument("--layout", default="auto", choices=["auto", "devkit", "mmseg"])
+    st.add_argument("--min-pixels", type=int, default=1, help="pixels for a class to count as present")
+    st.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them")
+    st.set_defaults(func=_cmd_stats)
+    sp = dsub.add_parser("split-isaid", help="cut the full-size official iSAID release into patches")
+    sp.add_argument("src", type=Path, help="official release root (<split>/images, <split>/Semantic_masks)")
+    sp.add_argument("dst", type=Path, help="output patch folder")
+    sp.add_argument("--split", default="train")
+    sp.add_argument("--patch", type=int, default=512)
+    sp.add_argument("--overlap", type=int, default=128)
+    sp.set_defaults(func=_cmd_split)
+    helps = {"train": "train the classifier on image pairs", "cams": "multi-scale CAMs for train and val",
+             "eval-cams": "CAM mIoU/OA (threshold chosen on the other split)",
+             "pseudo": "dense-CRF pseudo-masks", "segment": "train and evaluate DeepLab on pseudo-masks",
+             "run": "the whole chain; finished stages are skipped"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("config", nargs="?", default=None, help="YAML preset (configs/*.yaml)")
+        p.add_argument("--force", action="store_true", help="redo the stage even if done")
+        p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+        add_config_flags(p)
+        p.set_defaults(func=_cmd_stage)
+    r = sub.add_parser("runs", help="table of finished runs")
+    r.add_argument("dir", nargs="?", default="runs", type=Path)
+    r.set_defaults(func=_cmd_runs)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `cism` console script."""
+    from cism_lib.errors import CismError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CismError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Training loop of the classifier: poly LR, AMP, DDP via torchrun, per-epoch checkpoints and resume."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from cism_lib.config import RunConfig, TrainConfig, config_hash, to_dict
+from cism_lib.errors import CheckpointError
+from cism_lib.runtime import DistInfo, atomic_path, dist_info, write_text_atomic
+
+CKPT_NAME = "checkpoint.pt"
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the paper's) or SGD over the model's parameter groups (backbone at a lower LR)."""
+    core = model.module if hasattr(model, "module") else model
+    if hasattr(core, "param_groups"):
+        groups = core.param_groups(cfg.lr, cfg.backbone_lr_mult)
+    else:
+        groups = [{"params": [p for p in core.parameters() if p.requires_grad], "lr": cfg.lr}]
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def poly_scheduler(opt: torch.optim.Optimizer, total_steps: int, power: float):
+    """Polynomial decay lr = lr0 * (1 - step/total)^power, via LambdaLR."""
+    total = max(1, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, total - 1) / total) ** power)
+
+
+def make_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, workers: int, dist: DistInfo) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch), so resumed runs see the same batches."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    if dist.enabled:
+        sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=workers,
+                          drop_last=True, persistent_workers=False)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    return DataLoader(dataset, cfg.batch_size, shuffle=True, generator=gen, num_workers=workers,
+                      drop_last=len(dataset) >= cfg.batch_size, persistent_workers=False)
+
+
+def steps_per_epoch(n_items: int, cfg: TrainConfig, dist: DistInfo) -> int:
+    """Optimizer steps in one epoch (drop_last), capped by max_steps."""
+    per_rank = n_items // dist.world_size
+    steps = max(1, per_rank // cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    """Move the tensors of a batch to the device (images in channels_last on CUDA)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.ndim == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt, sched, epoch: int, cfg: RunConfig,
+                    history: list[dict]) -> None:
+    """A plain-dict checkpoint (weights, optimizer, scheduler, epoch, config) written atomically."""
+    core = model.module if hasattr(model, "module") else model
+    state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": epoch, "config": to_dict(cfg), "config_hash": config_hash(cfg.model),
+             "history": history}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
+    """Load a checkpoint; a corrupt file or one made for another model config is a clear error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); "
+                              "delete it to retrain from scratch") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a cism_lib checkpoint (no 'model' entry)")
+    if cfg is not None and state.get("config_hash") != config_hash(cfg.model):
+        raise CheckpointError(f"{path}: checkpoint was trained with a different model config "
+                              f"({state.get('config', {}).get('model')}); use another run folder "
+                              "or delete the checkpoint")
+    return state
+
+
+def autocast_ctx(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
+    use = enabled and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt, sched,
+                    device: torch.device, cfg: TrainConfig, n_steps: int, progress: bool) -> dict[str, float]:
+    """One pass over the pair loader; returns the mean of each loss term and the throughput."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    sums: dict[str, float] = {}
+    n_images, t0 = 0, time.perf_counter()
+    channels_last = cfg.channels_last and device.type == "cuda"
+    bar = tqdm(total=n_steps, desc="train", leave=False, disable=not progress)
+    for step, batch in enumerate(loader):
+        if step >= n_steps:
+            break
+        batch = to_device(batch, device, channels_last)
+        with autocast_ctx(device, cfg.amp):
+            out = model(batch["image_q"], batch.get("image_r"))
+            losses = loss_fn(out, batch)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        sched.step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_images += batch["image_q"].shape[0] * (2 if "image_r" in batch else 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(losses['total']):.3f}")
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    stats = {k: v / max(1, min(n_steps, step + 1)) for k, v in sums.items()}
+    stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed)
+    return stats
+
+
+def _finite_or_raise(stats: dict[str, float], epoch: int) -> None:
+    """Stop with advice when the loss diverged."""
+    if not math.isfinite(stats.get("total", 0.0)):
+        raise FloatingPointError(f"loss is {stats['total']} at epoch {epoch}; lower train.lr "
+                                 "or disable train.amp")
+
+
+def _wrap_distributed(model: nn.Module, device: torch.device, dist: DistInfo, sync_bn: bool) -> nn.Module:
+    """Initialise the process group (nccl on CUDA, gloo on CPU) and wrap the model in DDP."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def _resume(path: Path, model: nn.Module, opt, sched, cfg: RunConfig) -> tuple[int, list[dict]]:
+    """Restore state from the last epoch checkpoint; returns (next epoch, history)."""
+    if not path.exists():
+        return 0, []
+    state = load_checkpoint(path, cfg)
+    core = model.module if hasattr(model, "module") else model
+    core.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return int(state["epoch"]) + 1, list(state.get("history", []))
+
+
+def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir: str | Path,
+                     resume: bool = True, progress: bool = True,
+                     on_epoch: Callable[[dict], None] | None = None) -> nn.Module:
+    """Train the classifier on a pair dataset; writes checkpoint.pt and log.jsonl in out_dir."""
+    from cism_lib.losses import total_loss
+    from cism_lib.models import build_model
+    from cism_lib.runtime import resolve_device
+
+    dist = dist_info()
+    device = resolve_device(cfg.device, dist.local_rank)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, num_classes).to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if dist.enabled:
+        model = _wrap_distributed(model, device, dist, cfg.train.sync_bn)
+    n_steps = steps_per_epoch(len(dataset), cfg.train, dist)
+    opt = build_optimizer(model, cfg.train)
+    sched = poly_scheduler(opt, n_steps * cfg.train.epochs, cfg.train.poly_power)
+    ckpt = out_dir / CKPT_NAME
+    start, history = _resume(ckpt, model, opt, sched, cfg) if resume else (0, [])
+
+    def loss_fn(out, batch):
+        return total_loss(out, batch, cfg.model)
+
+    for epoch in range(start, cfg.train.epochs):
+        torch.manual_seed(cfg.train.seed * 7919 + epoch)  # dropout gates identical after a resume
+        loader = make_loader(dataset, cfg.train, epoch, cfg.data.workers, dist)
+        try:
+            stats = train_one_epoch(model, loader, loss_fn, opt, sched, device, cfg.train,
+                                    n_steps, progress and dist.is_main)
+        except torch.cuda.OutOfMemoryError:
+            raise RuntimeError(f"CUDA out of memory at batch_size={cfg.train.batch_size}, crop "
+                               f"{cfg.data.crop_size}: lower train.batch_size or data.crop_size, "
+                               "or enable train.amp") from None
+        _finite_or_raise(stats, epoch)
+        record = {"epoch": epoch, "steps": n_steps * (epoch + 1), "lr": sched.get_last_lr()[0], **stats}
+        history.append(record)
+        if dist.is_main:
+            save_checkpoint(ckpt, model, opt, sched, epoch, cfg, history)
+            # Rewritten from the checkpoint's history, so log and checkpoint never disagree.
+            write_text_atomic(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            if on_epoch:
+                on_epoch(record)
+    core = model.module if hasattr(model, "module") else model
+    core.train_history = history
+    return core.eval()
+
+
+def load_classifier(cfg: RunConfig, num_classes: int, path: str | Path, device: torch.device) -> nn.Module:
+    """Build the model of `cfg` and load trained weights from a checkpoint."""
+    from cism_lib.config import replace
+    from cism_lib.models import build_model
+
+    state = load_checkpoint(Path(path), cfg)
+    model = build_model(replace(cfg.model, weights=None), num_classes)  # weights come from the file
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -1,0 +1,59 @@
+"""`make reproduce`: execute every numbered notebook headlessly with papermill, in order."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+def notebooks(folder: Path, only: str | None = None) -> list[Path]:
+    """The numbered notebooks of a folder, sorted; `only` filters by substring."""
+    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    return [p for p in books if only is None or only in p.name]
+
+
+def run_notebook(path: Path, out_dir: Path, profile: str) -> float:
+    """Execute one notebook with papermill; a failure names the notebook and cell."""
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["CISM_PROFILE"] = profile
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(out_dir / path.name), kernel_name="python3",
+                            cwd=str(path.parent), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as exc:
+        raise SystemExit(f"FAILED {path} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                         f"executed copy with the traceback: {out_dir / path.name}") from None
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the notebooks for a profile and report the time each took."""
+    ap = argparse.ArgumentParser(prog="python -m cism_lib.reproduce", description=__doc__)
+    ap.add_argument("--profile", default=os.environ.get("CISM_PROFILE", "cpu"), choices=PROFILES,
+                    help="smoke: CI-sized; cpu: the default (about an hour on 2 cores); paper: GPU")
+    ap.add_argument("--notebooks", default="notebooks", type=Path, help="folder of notebooks")
+    ap.add_argument("--out", default="build", type=Path, help="where executed copies go")
+    ap.add_argument("--only", default=None, help="run only notebooks whose name contains this")
+    args = ap.parse_args(argv)
+    books = notebooks(args.notebooks, args.only)
+    if not books:
+        print(f"no notebooks found in {args.notebooks}", file=sys.stderr)
+        return 1
+    total = 0.0
+    for nb in books:
+        print(f"[{args.profile}] {nb.name} ...", flush=True)
+        seconds = run_notebook(nb.resolve(), (args.out / args.profile).resolve(), args.profile)
+        total += seconds
+        print(f"[{args.profile}] {nb.name} done in {seconds / 60:.1f} min", flush=True)
+    print(f"[{args.profile}] all {len(books)} notebooks in {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
