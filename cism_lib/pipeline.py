@@ -75,9 +75,13 @@ def pair_dataset(cfg: RunConfig, progress: bool = True):
 
 # ----------------------------------------------------------------------------- run records
 def run_dir(cfg: RunConfig) -> Path:
-    """`<out_dir>/<name>-<hash>`: one folder per configuration (name and out_dir excluded)."""
+    """`<out_dir>/<method>-<hash>`: one folder per configuration, shared by every table using it.
+
+    The name and out_dir are labels, not part of the hash, so the same configuration reached
+    from two notebooks reuses one run.
+    """
     key = {k: v for k, v in to_dict(cfg).items() if k not in ("name", "out_dir")}
-    return Path(cfg.out_dir) / f"{cfg.name}-{config_hash(key)}"
+    return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(key)}"
 
 
 def write_run_record(cfg: RunConfig, rd: Path) -> None:
@@ -111,3 +115,152 @@ def update_metrics(rd: Path, **entries: Any) -> dict[str, Any]:
     metrics.update(entries)
     write_json_atomic(rd / "metrics.json", metrics)
     return metrics
+
+
+# ----------------------------------------------------------------------------- stages
+def _device(cfg: RunConfig):
+    """The torch device of the run."""
+    from cism_lib.runtime import dist_info, resolve_device
+
+    return resolve_device(cfg.device, dist_info().local_rank)
+
+
+def _num_fg(cfg: RunConfig) -> int:
+    """Foreground classes of the configured dataset."""
+    from cism_lib.classes import ISAID, VOC
+
+    return (VOC if cfg.data.dataset == "voc" else ISAID).num_foreground
+
+
+def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train the classifier on pairs; checkpoint and log in `<run>/train/`."""
+    from cism_lib.engine import train_classifier
+
+    pairs = pair_dataset(cfg, progress)
+    model = train_classifier(cfg, pairs, _num_fg(cfg), rd / "train", resume=resume, progress=progress)
+    history = model.train_history
+    return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
+            "images_per_s": history[-1]["images_per_s"] if history else None}
+
+
+def _eval_splits(cfg: RunConfig) -> tuple[str, str]:
+    """The (train, val) split names of the run."""
+    return cfg.data.train_split, cfg.data.val_split
+
+
+def stage_cams(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
+    """Multi-scale CAMs of the train and val splits into `<run>/cams/<split>/`."""
+    from cism_lib.cam import make_cams
+    from cism_lib.engine import CKPT_NAME, load_classifier
+
+    device = _device(cfg)
+    model = load_classifier(cfg, _num_fg(cfg), rd / "train" / CKPT_NAME, device)
+    mean, std = normalization(cfg)
+    counts = {}
+    for split in _eval_splits(cfg):
+        ds = open_split(cfg, split, progress=progress)
+        counts[split] = len(make_cams(model, ds, rd / "cams" / split, cfg.cam, device,
+                                      progress=progress, mean=mean, std=std, amp=cfg.train.amp))
+    return {"written": counts}
+
+
+def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
+    """CAM mIoU/OA of each split with the background threshold chosen on the other split."""
+    from cism_lib.metrics import evaluate_cams, write_metrics
+
+    train, val = _eval_splits(cfg)
+    ds = {s: open_split(cfg, s, progress=progress) for s in (train, val)}
+    summary = {}
+    for report, select in ((train, val), (val, train)):
+        m = evaluate_cams(rd / "cams" / report, ds[report], ds[select], cfg.cam.thresholds,
+                          select_cam_dir=rd / "cams" / select, eval_split=report, select_split=select)
+        write_metrics(m, rd / "metrics", f"cam_{report}")
+        summary[f"cam_miou_{report}"], summary[f"cam_oa_{report}"] = m["miou"], m["oa"]
+        summary[f"cam_threshold_{report}"] = m["protocol"]["threshold"]
+    update_metrics(rd, **summary)
+    return summary
+
+
+def stage_pseudo(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
+    """Dense-CRF pseudo-masks of the training split, threshold chosen on the val split."""
+    from cism_lib.crf import make_pseudo_masks, score_pseudo_masks
+    from cism_lib.metrics import write_metrics
+
+    train, _ = _eval_splits(cfg)
+    threshold = read_metrics(rd)[f"cam_threshold_{train}"]  # selected on val by stage_eval
+    ds = open_split(cfg, train, progress=progress)
+    out = rd / "pseudo" / train
+    make_pseudo_masks(rd / "cams" / train, ds, out, cfg.crf, bg_threshold=threshold,
+                      progress=progress)
+    m = score_pseudo_masks(out, ds)
+    m["protocol"] = {"split": train, "threshold": threshold, "threshold_selected_on": _eval_splits(cfg)[1],
+                     "crf": cfg.crf.enabled, "scales": list(cfg.cam.scales), "flip": cfg.cam.flip}
+    write_metrics(m, rd / "metrics", f"pseudo_{train}")
+    update_metrics(rd, **{f"pseudo_miou_{train}": m["miou"], f"pseudo_oa_{train}": m["oa"]})
+    return {"miou": m["miou"]}
+
+
+def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
+    """DeepLab trained on the pseudo-masks, evaluated on the val split's ground truth."""
+    from cism_lib.data.transforms import EvalTransform, TrainTransform, normalization_for
+    from cism_lib.metrics import write_metrics
+    from cism_lib.segment import PseudoMaskDataset, build_segmenter, evaluate_segmenter, train_segmenter
+
+    train, val = _eval_splits(cfg)
+    mean, std = normalization_for(cfg.seg.backbone)
+    tf = TrainTransform(cfg.seg.crop_size, scale_range=cfg.data.scale_range, color_jitter=0.0,
+                        mean=mean, std=std)
+    pseudo = PseudoMaskDataset(open_split(cfg, train, progress=progress), rd / "pseudo" / train, tf)
+    ds_val = open_split(cfg, val, transform=EvalTransform(mean, std), progress=progress)
+    device = _device(cfg)
+    model = build_segmenter(cfg.seg, _num_fg(cfg) + 1)
+    train_segmenter(model, pseudo, cfg.seg, device, rd / "seg", progress=progress, seed=cfg.train.seed)
+    m = evaluate_segmenter(model, ds_val, device, split=val)
+    write_metrics(m, rd / "metrics", f"seg_{val}")
+    update_metrics(rd, **{f"seg_miou_{val}": m["miou"], f"seg_oa_{val}": m["oa"]})
+    return {"miou": m["miou"]}
+
+
+STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
+    "train": stage_train, "cams": stage_cams, "eval": stage_eval, "pseudo": stage_pseudo,
+    "segment": stage_segment,
+}
+
+
+def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False, resume: bool = True,
+            progress: bool = True) -> Path:
+    """Run the chosen stages in order; a stage already done for this config is skipped."""
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {STAGES}")
+    rd = run_dir(cfg)
+    write_run_record(cfg, rd)
+    for stage in STAGES:
+        if stage not in stages or (stage == "segment" and not cfg.seg.enabled):
+            continue
+        if stage_done(rd, stage) and not force:
+            continue
+        if stage == "train":
+            info = stage_train(cfg, rd, resume=resume, progress=progress)
+        else:
+            info = STAGE_FUNCS[stage](cfg, rd, progress=progress)
+        mark_done(rd, stage, info)
+    return rd
+
+
+def collect_runs(root: str | Path = "runs") -> "pd.DataFrame":
+    """One row per run folder under root: its main config switches and its metrics."""
+    import pandas as pd
+    import yaml
+
+    rows = []
+    for cfg_path in sorted(Path(root).glob("*/config.yaml")):
+        rd = cfg_path.parent
+        c = yaml.safe_load(cfg_path.read_text())
+        m = c["model"]
+        rows.append({"run": rd.name, "name": c["name"], "dataset": c["data"]["dataset"],
+                     "method": m["method"], "backbone": m["backbone"], "use_pv": m["use_pv"],
+                     "use_pie": m["use_pie"], "use_slsc": m["use_slsc"], "losses": "+".join(m["losses"]),
+                     "eta": m["eta"], "mcsg": c["data"]["mcsg"], "seed": c["train"]["seed"],
+                     **{k: v for k, v in read_metrics(rd).items() if not isinstance(v, (dict, list))}})
+    return pd.DataFrame(rows)
