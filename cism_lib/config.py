@@ -35,6 +35,7 @@ class DataConfig:
     min_pixels: int = 1                 # a class counts as present with at least this many pixels
     mcsg: bool = False                  # Multi-Category Sample Generation (section 3.3)
     mcsg_max_categories: int = 3        # low-category group: <= this many classes
+    mcsg_prob: float | None = None      # P(low-category query → mosaic); None: one mosaic per batch
     skip_bad: bool = False
     workers: int = 0
 

@@ -69,7 +69,8 @@ def pair_dataset(cfg: RunConfig, progress: bool = True):
     if d.mcsg:
         from cism_lib.data.mcsg import MCSG
 
-        mcsg = MCSG(base.labels, max_categories=d.mcsg_max_categories)
+        mcsg = MCSG(base.labels, max_categories=d.mcsg_max_categories, prob=d.mcsg_prob,
+                    batch_size=cfg.train.batch_size)  # per process under DDP
     return PairDataset(base, tf, seed=cfg.train.seed, mcsg=mcsg)
 
 

@@ -1,0 +1,198 @@
+"""Confusion-matrix metrics (mIoU, OA) and the honest background-threshold protocol for CAMs.
+
+Metrics are fractions in [0, 1]. A class that appears in neither the ground truth nor the
+predictions of the whole evaluated set has IoU NaN and is left out of the mIoU (and of mAcc when
+absent from the ground truth); a class predicted but absent from the ground truth has IoU 0 and
+counts. This matches the usual `nanmean` convention of the torchvision references and mmseg.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from cism_lib.cam import load_cam
+from cism_lib.classes import IGNORE_INDEX
+from cism_lib.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ConfusionMatrix:
+    """Bincount confusion matrix, rows = ground truth, columns = prediction."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mat: torch.Tensor | None = None
+
+    def update(self, gt: np.ndarray | torch.Tensor, pred: np.ndarray | torch.Tensor) -> None:
+        """Add the pixels of one or more label maps; gt == ignore_index pixels are skipped."""
+        gt_t, pred_t = torch.as_tensor(gt), torch.as_tensor(pred)
+        if gt_t.shape != pred_t.shape:
+            raise ValueError(f"gt shape {tuple(gt_t.shape)} != prediction shape {tuple(pred_t.shape)}")
+        n = self.num_classes
+        gt_t, pred_t = gt_t.reshape(-1).long(), pred_t.to(gt_t.device).reshape(-1).long()
+        keep = (gt_t != self.ignore_index) & (gt_t >= 0) & (gt_t < n)
+        gt_t, pred_t = gt_t[keep], pred_t[keep]
+        if pred_t.numel() and (pred_t.min() < 0 or pred_t.max() >= n):
+            raise ValueError(f"predictions must lie in [0, {n}), got {pred_t.min()}..{pred_t.max()}")
+        counts = torch.bincount(gt_t * n + pred_t, minlength=n * n).reshape(n, n)
+        self.mat = counts if self.mat is None else self.mat + counts.to(self.mat.device)
+
+    def reset(self) -> None:
+        """Forget every update."""
+        self.mat = None
+
+    def reduce_from_all_processes(self) -> None:
+        """Sum the matrix over torch.distributed processes (no-op when not initialised)."""
+        if self.mat is None:
+            self.mat = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.all_reduce(self.mat)
+
+    def compute(self) -> dict[str, Any]:
+        """mIoU, per-class IoU, overall accuracy (OA), mean class accuracy and the matrix."""
+        n = self.num_classes
+        mat = torch.zeros(n, n, dtype=torch.int64) if self.mat is None else self.mat.cpu()
+        h = mat.double()
+        diag, gt_sum, pred_sum = h.diag(), h.sum(1), h.sum(0)
+        union = gt_sum + pred_sum - diag
+        iou = torch.where(union > 0, diag / union.clamp(min=1), torch.full_like(diag, math.nan))
+        acc = torch.where(gt_sum > 0, diag / gt_sum.clamp(min=1), torch.full_like(diag, math.nan))
+        total = h.sum().item()
+        return {
+            "miou": _nanmean(iou), "iou": iou.tolist(),
+            "oa": diag.sum().item() / total if total else math.nan,
+            "macc": _nanmean(acc), "acc": acc.tolist(),
+            "confusion": mat.tolist(),
+        }
+
+
+def _nanmean(x: torch.Tensor) -> float:
+    """Mean over the non-NaN entries (NaN when there are none)."""
+    ok = ~torch.isnan(x)
+    return x[ok].mean().item() if ok.any() else math.nan
+
+
+def with_class_names(metrics: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """Add `class_names` and `iou_by_class` ({name: IoU}) to a ConfusionMatrix.compute() dict."""
+    return {**metrics, "class_names": list(names),
+            "iou_by_class": dict(zip(names, metrics["iou"]))}
+
+
+def _cam_predictions(cam_dir: Path, dataset: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gt mask, best foreground class id map, its CAM score) for image i."""
+    cam, _ = load_cam(cam_dir / f"{dataset.ids[i]}.npz", dataset.classes.num_foreground)
+    _, gt = dataset.read(i)
+    if cam.shape[1:] != gt.shape:
+        raise DataError(f"{cam_dir / dataset.ids[i]}.npz: CAM size {cam.shape[1:]} != mask size {gt.shape}")
+    best = cam.argmax(axis=0) + 1 if cam.shape[0] else np.zeros(gt.shape, dtype=np.int64)
+    score = cam.max(axis=0) if cam.shape[0] else np.zeros(gt.shape, dtype=np.float32)
+    return gt, best, score
+
+
+def _sweep_matrices(cam_dir: str | Path, dataset: Any,
+                    thresholds: Sequence[float]) -> list[ConfusionMatrix]:
+    """One confusion matrix per background threshold over every image of the dataset."""
+    n = dataset.classes.num_classes
+    cms = [ConfusionMatrix(n) for _ in thresholds]
+    for i in range(len(dataset)):
+        gt, best, score = _cam_predictions(Path(cam_dir), dataset, i)
+        for t, cm in zip(thresholds, cms):
+            # Same rule as cam.cam_to_labels: foreground only where the best CAM beats t.
+            cm.update(gt, np.where(score > t, best, 0))
+    return cms
+
+
+def sweep_threshold(cam_dir: str | Path, dataset: Any, thresholds: Sequence[float]) -> "pd.DataFrame":
+    """mIoU, OA and mAcc of the CAM label maps for each background threshold."""
+    import pandas as pd
+
+    rows = []
+    for t, cm in zip(thresholds, _sweep_matrices(cam_dir, dataset, thresholds)):
+        m = cm.compute()
+        rows.append({"threshold": float(t), "miou": m["miou"], "oa": m["oa"], "macc": m["macc"]})
+    return pd.DataFrame(rows, columns=["threshold", "miou", "oa", "macc"])
+
+
+def _split_name(dataset: Any) -> str:
+    """A dataset's split name for protocol records."""
+    return str(getattr(dataset, "split", None) or type(dataset).__name__)
+
+
+def _cam_meta(cam_dir: Path) -> dict[str, Any]:
+    """scales/flip recorded by cam.make_cams (None when unknown)."""
+    path = cam_dir / "cam_meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    return {"scales": meta.get("scales"), "flip": meta.get("flip")}
+
+
+def evaluate_cams(cam_dir: str | Path, dataset_eval: Any, dataset_select: Any,
+                  thresholds: Sequence[float], select_cam_dir: str | Path | None = None,
+                  eval_split: str | None = None, select_split: str | None = None) -> dict[str, Any]:
+    """Pick the background threshold by the sweep on `dataset_select`, then score `dataset_eval` with it.
+
+    The threshold never sees the reported split (unless the caller passes the same split twice,
+    which the `protocol` record then shows). CAMs of the selection split are read from
+    `select_cam_dir` (default: `cam_dir`).
+    """
+    sweep = sweep_threshold(select_cam_dir or cam_dir, dataset_select, thresholds)
+    t = float(sweep["threshold"].iloc[int(sweep["miou"].fillna(-1).to_numpy().argmax())])
+    cm = _sweep_matrices(cam_dir, dataset_eval, [t])[0]
+    metrics = with_class_names(cm.compute(), dataset_eval.classes.names)
+    protocol = {"threshold_selected_on": select_split or _split_name(dataset_select),
+                "threshold": t, "reported_split": eval_split or _split_name(dataset_eval),
+                **_cam_meta(Path(cam_dir)), "crf": False}
+    return {"protocol": protocol, **metrics, "sweep": sweep.to_dict(orient="records")}
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python, recursively."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary file beside path, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str) -> tuple[Path, Path]:
+    """Write `<stem>.json` (everything, NaN → null) and `<stem>_per_class.csv`; returns both paths."""
+    import pandas as pd
+
+    out = Path(out_dir)
+    iou = metrics["iou"]
+    names = metrics.get("class_names") or [str(k) for k in range(len(iou))]
+    table = pd.DataFrame({"class_id": range(len(iou)), "class": names, "iou": iou})
+    if "acc" in metrics:
+        table["acc"] = metrics["acc"]
+    json_path, csv_path = out / f"{stem}.json", out / f"{stem}_per_class.csv"
+    _write_text_atomic(json_path, json.dumps(_json_safe(metrics), indent=2))
+    _write_text_atomic(csv_path, table.to_csv(index=False))
+    return json_path, csv_path

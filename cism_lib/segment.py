@@ -1,0 +1,223 @@
+"""The segmentation network trained on pseudo-masks: DeepLab-LargeFOV or DeepLabV3 heads.
+
+The paper trains "DeepLabV1" [45] on the pseudo-masks. The original DeepLab-LargeFOV sits on VGG-16
+at output stride 8: fc6 = 3×3 conv, dilation 12, 1024 channels; fc7 = 1×1, 1024; fc8 = 1×1
+classifier, dropout 0.5 after fc6 and fc7. `DeepLabLargeFOV` keeps that head but puts it on our
+output-stride-16 backbones (ResNet/EfficientNet from models/backbones.py), so with the same
+dilation 12 its field of view in pixels is twice the original's. `head="deeplabv3"` uses
+torchvision's ASPP `DeepLabHead` with rates (6, 12, 18), the DeepLabV3 setting for stride 16.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cism_lib.cam import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_image
+from cism_lib.classes import IGNORE_INDEX
+from cism_lib.config import SegConfig, to_dict
+from cism_lib.crf import read_index_png
+from cism_lib.errors import CheckpointError, ConfigError, DataError
+from cism_lib.metrics import ConfusionMatrix, with_class_names
+from cism_lib.runtime import write_text_atomic
+
+CHECKPOINT = "seg_checkpoint.pth"
+LOG = "seg_log.jsonl"
+
+
+class DeepLabLargeFOV(nn.Module):
+    """DeepLab v1 LargeFOV head: 3×3 dilated conv → ReLU → dropout → 1×1 → ReLU → dropout → 1×1."""
+
+    def __init__(self, in_channels: int, num_classes: int, mid_channels: int = 1024,
+                 dilation: int = 12, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.fc6 = nn.Conv2d(in_channels, mid_channels, 3, padding=dilation, dilation=dilation)
+        self.fc7 = nn.Conv2d(mid_channels, mid_channels, 1)
+        self.fc8 = nn.Conv2d(mid_channels, num_classes, 1)
+        self.drop6, self.drop7 = nn.Dropout2d(dropout), nn.Dropout2d(dropout)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits at the feature resolution."""
+        x = self.drop6(F.relu(self.fc6(x)))
+        x = self.drop7(F.relu(self.fc7(x)))
+        return self.fc8(x)
+
+
+class Segmenter(nn.Module):
+    """Backbone + head; returns logits [B,C,H,W] bilinearly upsampled to the input size."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel class logits at input resolution."""
+        logits = self.head(self.backbone(x))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_segmenter(cfg: SegConfig, num_classes: int, backbone: nn.Module | None = None) -> Segmenter:
+    """The segmentation net of cfg.head on cfg.backbone (or on a given backbone with `out_channels`)."""
+    if backbone is None:
+        from cism_lib.models.backbones import build_backbone
+
+        backbone = build_backbone(cfg.backbone, cfg.weights, 16)
+    channels = int(backbone.out_channels)
+    if cfg.head == "largefov":
+        head: nn.Module = DeepLabLargeFOV(channels, num_classes)
+    elif cfg.head == "deeplabv3":
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+        head = DeepLabHead(channels, num_classes, atrous_rates=(6, 12, 18))
+    else:
+        raise ConfigError(f"seg.head must be largefov or deeplabv3, got {cfg.head!r}")
+    return Segmenter(backbone, head)
+
+
+class PseudoMaskDataset(torch.utils.data.Dataset):
+    """Dataset images paired with the pseudo-masks `<mask_dir>/<id>.png` of the same ids."""
+
+    def __init__(self, dataset: Any, mask_dir: str | Path, transform: Transform | None = None,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        self.dataset, self.mask_dir, self.transform = dataset, Path(mask_dir), transform
+        self.mean, self.std = mean, std
+        self.ids, self.classes = list(dataset.ids), dataset.classes
+        self.split = getattr(dataset, "split", None)
+        missing = [s for s in self.ids if not (self.mask_dir / f"{s}.png").is_file()]
+        if missing:
+            raise DataError(f"{self.mask_dir}: {len(missing)} pseudo-masks missing, e.g. {missing[0]}.png")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """{"image": float32 [3,H,W], "mask": int64 [H,W], "id": str} after the transform."""
+        image, _ = self.dataset.read(i)
+        path = self.mask_dir / f"{self.ids[i]}.png"
+        mask = read_index_png(path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"{path}: pseudo-mask size {mask.shape} != image size {image.shape[:2]}")
+        if self.transform is not None:
+            # Fresh augmentation every epoch, reproducible under torch.manual_seed (and per worker).
+            rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))
+            x, y = self.transform(image, mask, rng)
+        else:
+            x, y = normalize_image(image, self.mean, self.std), torch.from_numpy(mask)
+        return {"image": x, "mask": torch.as_tensor(y).long(), "id": self.ids[i]}
+
+
+def _optimizer(model: Segmenter, cfg: SegConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """SGD (momentum 0.9, wd 5e-4) with the head at 10× the backbone LR, poly decay (power 0.9)."""
+    groups = [{"params": model.backbone.parameters(), "lr": cfg.lr},
+              {"params": model.head.parameters(), "lr": 10 * cfg.lr}]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    poly: Callable[[int], float] = lambda step: (1 - min(step, total_steps) / max(total_steps, 1)) ** 0.9
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, poly)
+
+
+def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) -> list[dict]:
+    """Load a checkpoint made with the same config; returns its history (empty when none)."""
+    if not path.is_file():
+        return []
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    if ckpt.get("config") != to_dict(cfg):
+        raise CheckpointError(f"{path}: made for config {ckpt.get('config')}, not {to_dict(cfg)}; "
+                              "use another out_dir or delete it")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    return list(ckpt["history"])
+
+
+def _save(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any, history: list[dict]) -> None:
+    """Write the checkpoint (a plain dict carrying the config) atomically."""
+    tmp = path.with_suffix(".pth.tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "config": to_dict(cfg), "history": history,
+                "epoch": len(history)}, tmp)
+    os.replace(tmp, path)
+
+
+def _train_one_epoch(model: nn.Module, loader: Any, opt: Any, sched: Any,
+                     device: torch.device, bar: Any) -> dict[str, float]:
+    """One pass over the loader; returns the mean loss and the step count."""
+    model.train()
+    total, steps = 0.0, 0
+    on_cuda = device.type == "cuda"
+    for batch in loader:
+        x, y = batch["image"].to(device), batch["mask"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            loss = F.cross_entropy(model(x).float(), y, ignore_index=IGNORE_INDEX)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total, steps = total + loss.item(), steps + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return {"loss": total / max(steps, 1), "steps": steps}
+
+
+def _epoch_loader(train_ds: Any, cfg: SegConfig, seed: int, epoch: int) -> torch.utils.data.DataLoader:
+    """A shuffled loader whose order is fixed by (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+                                       drop_last=len(train_ds) > cfg.batch_size, generator=generator)
+
+
+def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: torch.device | str,
+                    out_dir: str | Path, progress: bool = True, seed: int = 0) -> list[dict]:
+    """Train on pseudo-masks (CE, ignore 255); a checkpoint and a JSON-lines record per epoch.
+
+    Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
+    """
+    from tqdm.auto import tqdm
+
+    out, device = Path(out_dir), torch.device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    loader = _epoch_loader(train_ds, cfg, seed, 0)
+    opt, sched = _optimizer(model, cfg, cfg.epochs * len(loader))
+    history = _resume(out / CHECKPOINT, cfg, model, opt, sched)
+    for epoch in range(len(history), cfg.epochs):
+        # Order and augmentation depend only on (seed, epoch): a resumed run repeats them exactly.
+        torch.manual_seed(seed * 7919 + epoch)
+        loader = _epoch_loader(train_ds, cfg, seed, epoch)
+        start = time.time()
+        with tqdm(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
+            stats = _train_one_epoch(model, loader, opt, sched, device, bar)
+        record = {"epoch": epoch + 1, **stats, "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
+        history.append(record)
+        _save(out / CHECKPOINT, cfg, model, opt, sched, history)
+        write_text_atomic(out / LOG, "".join(json.dumps(r) + "\n" for r in history))
+    return history
+
+
+@torch.no_grad()
+def evaluate_segmenter(model: nn.Module, val_ds: Any, device: torch.device | str,
+                       split: str | None = None) -> dict[str, Any]:
+    """Single-scale, no-CRF mIoU/OA on a dataset yielding {"image", "mask"} dicts (one at a time)."""
+    device = torch.device(device)
+    model.to(device).eval()
+    cm = ConfusionMatrix(val_ds.classes.num_classes)
+    for i in range(len(val_ds)):
+        item = val_ds[i]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(item["image"].unsqueeze(0).to(device))
+        cm.update(torch.as_tensor(item["mask"]).to(device), logits.argmax(1)[0])
+    protocol = {"split": split or str(getattr(val_ds, "split", None) or type(val_ds).__name__),
+                "scales": [1.0], "flip": False, "crf": False}
+    return {"protocol": protocol, **with_class_names(cm.compute(), val_ds.classes.names)}

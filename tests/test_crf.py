@@ -1,0 +1,132 @@
+"""Dense CRF, CAM → probabilities and the pseudo-mask process pool."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cism_lib.cam import cam_to_labels, save_cam
+from cism_lib.classes import ClassSet
+from cism_lib.config import CrfConfig
+from cism_lib.crf import (cam_to_probs, dense_crf, make_pseudo_masks, present_ids, pseudo_mask,
+                          read_index_png, score_pseudo_masks)
+from cism_lib.errors import DataError
+
+TOY = ClassSet(name="toy", names=("background", "red", "blue"),
+               palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+
+
+class ToyDataset:
+    """The dataset protocol of docs/design.md over in-memory arrays."""
+
+    def __init__(self, images: list[np.ndarray], masks: list[np.ndarray]) -> None:
+        self.classes, self.images, self.masks = TOY, images, masks
+        self.ids = [f"img{i}" for i in range(len(images))]
+        self.labels = np.stack([[(m == k).any() for k in (1, 2)] for m in masks])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[i], self.masks[i]
+
+
+def _scene(rng: np.random.Generator, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Black background with a red and a blue rectangle (clean colour edges) and its mask."""
+    image, mask = np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8)
+    y, x = rng.integers(2, size // 2 - 2, 2)
+    image[y:y + 8, x:x + 8], mask[y:y + 8, x:x + 8] = (255, 0, 0), 1
+    image[size - 10:size - 2, 3:size - 3], mask[size - 10:size - 2, 3:size - 3] = (0, 0, 255), 2
+    return image, mask
+
+
+def _noisy_cam(rng: np.random.Generator, mask: np.ndarray, noise: float = 0.55) -> np.ndarray:
+    """CAM [2,H,W]: 0.8 on the class's pixels, plus uniform noise everywhere."""
+    cam = np.stack([(mask == k) * 0.8 for k in (1, 2)]).astype(np.float32)
+    return np.clip(cam + rng.uniform(-noise, noise, cam.shape), 0, 1).astype(np.float32)
+
+
+def test_dense_crf_cleans_noisy_unary_along_colour_edges() -> None:
+    rng = np.random.default_rng(0)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, 16:] = (0, 0, 255)
+    gt = (np.arange(32)[None, :] >= 16).repeat(32, 0).astype(np.int64)
+    p_right = np.where(gt == 1, 0.65, 0.35)
+    flip = rng.random(gt.shape) < 0.3
+    p_right = np.where(flip, 1 - p_right, p_right)
+    probs = np.stack([1 - p_right, p_right]).astype(np.float32)
+    refined = dense_crf(image, probs, CrfConfig())
+    assert refined.shape == probs.shape and refined.dtype == np.float32
+    np.testing.assert_allclose(refined.sum(0), 1.0, atol=1e-4)
+    unary_acc = (probs.argmax(0) == gt).mean()
+    crf_acc = (refined.argmax(0) == gt).mean()
+    assert unary_acc < 0.8 and crf_acc > 0.98
+
+
+def test_dense_crf_checks_shapes() -> None:
+    with pytest.raises(ValueError):
+        dense_crf(np.zeros((4, 5, 3), np.uint8), np.full((2, 5, 4), 0.5, np.float32))
+
+
+def test_cam_to_probs_threshold_and_power() -> None:
+    cam = np.array([[[0.0, 0.0]], [[0.6, 0.2]], [[0.2, 0.0]]], dtype=np.float32)  # K=3, [1,2]
+    label = np.array([0, 1, 1])
+    assert present_ids(label).tolist() == [0, 2, 3]
+    p = cam_to_probs(cam, label, bg_threshold=0.2)
+    np.testing.assert_allclose(p[:, 0, 0], [0.2, 0.6, 0.2])
+    np.testing.assert_allclose(p[:, 0, 1], [0.5, 0.5, 0.0])
+    q = cam_to_probs(cam, label, bg_power=2.0)  # background (1 - max cam)^2
+    np.testing.assert_allclose(q[:, 0, 0] * (0.16 + 0.8), [0.16, 0.6, 0.2], rtol=1e-5)
+    with pytest.raises(ValueError):
+        cam_to_probs(cam, label)
+    with pytest.raises(ValueError):
+        cam_to_probs(cam, label, 0.2, 2.0)
+
+
+def test_pseudo_mask_without_crf_matches_threshold_labels() -> None:
+    rng = np.random.default_rng(1)
+    image, mask = _scene(rng)
+    cam = _noisy_cam(rng, mask)
+    no_crf = pseudo_mask(image, cam, np.array([1, 1]), CrfConfig(enabled=False), bg_threshold=0.4)
+    assert np.array_equal(no_crf, cam_to_labels(cam, 0.4))
+    refined = pseudo_mask(image, cam, np.array([1, 1]), CrfConfig(), bg_threshold=0.4)
+    assert (no_crf == mask).mean() < 0.85 and (refined == mask).mean() > 0.95
+
+
+def _write_cams(tmp_path, n: int) -> ToyDataset:
+    rng = np.random.default_rng(2)
+    scenes = [_scene(rng) for _ in range(n)]
+    ds = ToyDataset([s[0] for s in scenes], [s[1] for s in scenes])
+    for sid, (_, mask), label in zip(ds.ids, scenes, ds.labels):
+        save_cam(tmp_path / "cams" / f"{sid}.npz", _noisy_cam(rng, mask), label)
+    return ds
+
+
+def test_make_pseudo_masks_parallel_equals_serial_and_resumes(tmp_path) -> None:
+    ds = _write_cams(tmp_path, 4)
+    cfg = CrfConfig(iterations=5)
+    serial = make_pseudo_masks(tmp_path / "cams", ds, tmp_path / "m1", cfg, 0.4, workers=1, progress=False)
+    parallel = make_pseudo_masks(tmp_path / "cams", ds, tmp_path / "m2", cfg, 0.4, workers=2, progress=False)
+    assert serial == parallel == ds.ids
+    for sid in ds.ids:
+        a, b = Image.open(tmp_path / "m1" / f"{sid}.png"), Image.open(tmp_path / "m2" / f"{sid}.png")
+        assert a.mode == "P" and a.getpalette()[:9] == [0, 0, 0, 255, 0, 0, 0, 0, 255]
+        assert np.array_equal(np.array(a), np.array(b))
+    assert make_pseudo_masks(tmp_path / "cams", ds, tmp_path / "m1", cfg, 0.4, workers=1, progress=False) == []
+    (tmp_path / "m1" / "img3.png").unlink()
+    assert make_pseudo_masks(tmp_path / "cams", ds, tmp_path / "m1", cfg, 0.4, workers=1, progress=False) == ["img3"]
+    assert sorted(p.name for p in (tmp_path / "m1").iterdir()) == [f"{s}.png" for s in ds.ids]
+
+    scores = score_pseudo_masks(tmp_path / "m1", ds)
+    assert scores["miou"] > 0.9 and scores["class_names"] == list(TOY.names)
+    masks = [read_index_png(tmp_path / "m1" / f"{s}.png") for s in ds.ids]
+    agree = np.mean([(m == ds.masks[i]).mean() for i, m in enumerate(masks)])
+    assert scores["oa"] == pytest.approx(agree)
+
+
+def test_missing_inputs_raise_data_error(tmp_path) -> None:
+    ds = _write_cams(tmp_path, 1)
+    with pytest.raises(DataError, match="make_cams"):
+        make_pseudo_masks(tmp_path / "nothing", ds, tmp_path / "m", CrfConfig(), 0.4, workers=1, progress=False)
+    with pytest.raises(DataError, match=f"^{tmp_path / 'm' / 'img0.png'}"):
+        score_pseudo_masks(tmp_path / "m", ds)

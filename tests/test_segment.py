@@ -1,0 +1,153 @@
+"""The DeepLab segmentation net, its pseudo-mask dataset, training loop and evaluation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cism_lib.classes import ClassSet
+from cism_lib.config import SegConfig
+from cism_lib.crf import _palette, write_index_png
+from cism_lib.errors import CheckpointError, ConfigError, DataError
+from cism_lib.segment import (DeepLabLargeFOV, PseudoMaskDataset, Segmenter, build_segmenter,
+                              evaluate_segmenter, train_segmenter)
+
+TOY = ClassSet(name="toy", names=("background", "red", "blue"),
+               palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+COLOURS = ((0, 0, 0), (255, 0, 0), (0, 0, 255))
+
+
+class ToyDataset:
+    """Uniformly coloured 32×32 images; the mask is the colour's class everywhere."""
+
+    def __init__(self, n: int) -> None:
+        self.classes, self.split = TOY, "toyval"
+        self.ids = [f"img{i}" for i in range(n)]
+        self.masks = [np.full((32, 32), i % 3, np.uint8) for i in range(n)]
+        self.images = [np.broadcast_to(np.uint8(COLOURS[i % 3]), (32, 32, 3)).copy() for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[i], self.masks[i]
+
+
+class TinyBackbone(nn.Module):
+    """A stride-16 conv standing in for models.backbones.build_backbone."""
+
+    out_channels = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 16, stride=16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _pseudo_ds(tmp_path, n: int = 6) -> PseudoMaskDataset:
+    ds = ToyDataset(n)
+    for sid, mask in zip(ds.ids, ds.masks):
+        write_index_png(tmp_path / f"{sid}.png", mask, _palette(TOY))
+    return PseudoMaskDataset(ds, tmp_path, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("head", ["largefov", "deeplabv3"])
+def test_segmenter_forward_shape(head: str) -> None:
+    torch.manual_seed(0)
+    model = build_segmenter(SegConfig(head=head), 3, backbone=TinyBackbone())
+    out = model(torch.randn(2, 3, 64, 48))
+    assert out.shape == (2, 3, 64, 48)
+    out.sum().backward()
+    assert model.backbone.conv.weight.grad is not None
+
+
+def test_largefov_head_layout() -> None:
+    head = DeepLabLargeFOV(8, 5)
+    assert head.fc6.dilation == (12, 12) and head.fc6.kernel_size == (3, 3)
+    assert head.fc6.out_channels == 1024 and head.fc7.kernel_size == (1, 1)
+    assert head.fc8.out_channels == 5
+    assert head(torch.randn(1, 8, 4, 3)).shape == (1, 5, 4, 3)  # padding keeps the size
+
+
+def test_unknown_head_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="largefov"):
+        build_segmenter(SegConfig(head="fcn"), 3, backbone=TinyBackbone())
+
+
+def test_pseudo_mask_dataset_pairs_images_and_masks(tmp_path) -> None:
+    ds = _pseudo_ds(tmp_path)
+    item = ds[2]
+    assert item["id"] == "img2" and item["image"].shape == (3, 32, 32)
+    assert item["mask"].dtype == torch.int64 and torch.all(item["mask"] == 2)
+    assert torch.allclose(item["image"][2], torch.ones(32, 32))  # blue, mean 0 / std 1
+    (tmp_path / "img5.png").unlink()
+    with pytest.raises(DataError, match="img5.png"):
+        PseudoMaskDataset(ToyDataset(6), tmp_path)
+
+
+def test_pseudo_mask_dataset_applies_transform(tmp_path) -> None:
+    def crop(image, mask, rng):
+        y = int(rng.integers(0, 16))
+        return torch.from_numpy(image[y:y + 16, :16].copy()).permute(2, 0, 1).float(), torch.from_numpy(mask[y:y + 16, :16].copy())
+
+    _pseudo_ds(tmp_path)
+    ds = PseudoMaskDataset(ToyDataset(6), tmp_path, transform=crop)
+    item = ds[1]
+    assert item["image"].shape == (3, 16, 16) and torch.all(item["mask"] == 1)
+
+
+def _small_model() -> Segmenter:
+    return Segmenter(TinyBackbone(), DeepLabLargeFOV(8, 3, mid_channels=16, dropout=0.0))
+
+
+def test_training_decreases_loss_checkpoints_and_resumes(tmp_path) -> None:
+    torch.manual_seed(0)
+    train = _pseudo_ds(tmp_path / "masks")
+    cfg = SegConfig(epochs=10, batch_size=2, lr=0.1)
+    model = _small_model()
+    history = train_segmenter(model, train, cfg, "cpu", tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in history] == list(range(1, 11)) and history[0]["steps"] == 3
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["lr"] < history[0]["lr"]  # poly decay
+    log = [json.loads(line) for line in (tmp_path / "run" / "seg_log.jsonl").read_text().splitlines()]
+    assert log == history
+    ckpt = torch.load(tmp_path / "run" / "seg_checkpoint.pth", weights_only=True)
+    assert ckpt["config"]["epochs"] == 10 and ckpt["epoch"] == 10
+
+    resumed = _small_model()
+    assert train_segmenter(resumed, train, cfg, "cpu", tmp_path / "run", progress=False) == history
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="config"):
+        train_segmenter(_small_model(), train, SegConfig(epochs=11, batch_size=2, lr=0.1), "cpu",
+                        tmp_path / "run", progress=False)
+
+
+class ColourOracle(nn.Module):
+    """Predicts class 1 where red dominates, 2 where blue does, else background."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([0.5 * torch.ones_like(x[:, 0]), x[:, 0], x[:, 2]], dim=1)
+
+
+class Background(nn.Module):
+    """Predicts background everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3, *x.shape[2:]).index_fill_(1, torch.tensor([0]), 1.0)
+
+
+def test_evaluate_segmenter(tmp_path) -> None:
+    val = _pseudo_ds(tmp_path)
+    metrics = evaluate_segmenter(ColourOracle(), val, "cpu", split="val")
+    assert metrics["miou"] == pytest.approx(1.0) and metrics["oa"] == pytest.approx(1.0)
+    assert metrics["protocol"] == {"split": "val", "scales": [1.0], "flip": False, "crf": False}
+    assert metrics["class_names"] == list(TOY.names)
+    background = evaluate_segmenter(Background(), val, "cpu")
+    assert background["iou"] == pytest.approx([1 / 3, 0.0, 0.0])
+    assert background["oa"] == pytest.approx(1 / 3) and background["protocol"]["split"] == "toyval"
