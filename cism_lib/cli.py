@@ -67,7 +67,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
     ds = SegFolder(args.dir, args.split, layout=args.layout, min_pixels=args.min_pixels,
                    skip_bad=args.skip_bad)
-    print(format_stats(dataset_stats(ds)))
+    title = f"{args.dir} [{args.split}]: {len(ds)} images"
+    print(format_stats(dataset_stats(ds), title=title, labels=ds.labels, paper="isaid"))
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
