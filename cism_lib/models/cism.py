@@ -1,0 +1,170 @@
+"""The classifier of all three methods (cam, cian, cism) behind one interface; see docs/method.md."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cism_lib.config import ModelConfig
+from cism_lib.errors import ConfigError
+from cism_lib.models.backbones import build_backbone
+from cism_lib.models.cian import CrossImageAffinity
+from cism_lib.models.pie import PrototypeInteraction, enhance_prototypes, matching_maps
+from cism_lib.models.prototypes import (PrototypeGenerator, gate_map, high_confidence_regions,
+                                        masked_average_pooling)
+from cism_lib.models.slsc import (normalise_cam, pixel_confidence, prototype_similarity,
+                                  secondary_scores)
+
+
+def active_losses(cfg: ModelConfig) -> tuple[str, ...]:
+    """The losses a config trains with: cam and cian use L_ml only, cism uses cfg.losses."""
+    return ("ml",) if cfg.method in ("cam", "cian") else tuple(cfg.losses)
+
+
+class CISMNet(nn.Module):
+    """Siamese classifier: backbone (+ CIAN affinity) → CAM classifier, plus the CISM heads."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        self.cfg, self.num_classes = cfg, num_classes
+        losses = active_losses(cfg)
+        cism = cfg.method == "cism"
+        self.use_slsc = cism and cfg.use_slsc
+        self.use_csm, self.use_nsc = "csm" in losses, "nsc" in losses
+        self.cam_threshold, self.eta = cfg.cam_threshold, cfg.eta
+        self.backbone = build_backbone(cfg.backbone, cfg.weights, cfg.output_stride)
+        c = self.backbone.out_channels
+        cross = cfg.method == "cian" or (cism and cfg.cross_affinity)
+        self.affinity = CrossImageAffinity(c) if cross else None
+        self.classifier = nn.Conv2d(c, num_classes, 1, bias=False)  # W_c of Eq. (10)-(13)
+        paired = self.use_csm or self.use_nsc
+        pv = cism and cfg.use_pv and (self.use_slsc or paired)
+        self.prototype = PrototypeGenerator(c, cfg.proto_dim) if pv else None
+        e_dim = cfg.proto_dim if pv else c
+        pie = cism and cfg.use_pie and ((self.use_slsc and pv) or paired)
+        self.interaction = PrototypeInteraction(e_dim) if pie else None
+        self.psi = nn.Conv2d(e_dim, num_classes, 1) if paired else None  # Ψ of Eq. (23), (25)-(26)
+        aux = [k for k in losses if k != "ml"]
+        self.aux_log_var = (nn.Parameter(torch.tensor(-math.log(cfg.lam)))
+                            if cfg.lam_learnable and aux else None)
+
+    def features(self, image_q: torch.Tensor, image_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """F_n^q, F_n^r from one batched backbone pass, then the CIAN affinity (both directions)."""
+        f_q, f_r = self.backbone(torch.cat([image_q, image_r])).chunk(2)
+        if self.affinity is not None:
+            f_q, f_r = self.affinity(f_q, f_r), self.affinity(f_r, f_q)
+        return f_q, f_r
+
+    def forward(self, image_q: torch.Tensor, image_r: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The output dict of docs/design.md; a lone image is paired with itself (not for cam)."""
+        if image_r is None and self.cfg.method == "cam":
+            cam_q = self.classifier(self.backbone(image_q))
+            return {"logits_q": cam_q.mean((2, 3)), "cam_q": cam_q}
+        f_q, f_r = self.features(image_q, image_q if image_r is None else image_r)
+        cam_q, cam_r = self.classifier(f_q), self.classifier(f_r)
+        out = {"logits_q": cam_q.mean((2, 3)), "logits_r": cam_r.mean((2, 3)),  # Eq. (10)-(11)
+               "cam_q": cam_q, "cam_r": cam_r}
+        if self.cfg.method == "cism":
+            out.update(self._cism_heads(f_q, f_r, cam_q, cam_r))
+        if self.aux_log_var is not None:
+            out["aux_log_var"] = self.aux_log_var
+        return out
+
+    def _cism_heads(self, f_q: torch.Tensor, f_r: torch.Tensor, cam_q: torch.Tensor,
+                    cam_r: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PV, PIE, SLSC, CSM and NSC outputs, each only when a switch needs it."""
+        out: dict[str, torch.Tensor] = {}
+        e_q, e_r = (self.prototype(f_q), self.prototype(f_r)) if self.prototype else (f_q, f_r)
+        x_q = x_r = a_q = a_r = None
+        if self.interaction is not None or self.psi is not None:
+            x_q, x_r = self.interaction(e_q, e_r) if self.interaction else (e_q, e_r)
+            a_q, a_r = matching_maps(x_q, x_r, self.cfg.pie_norm)
+        if self.use_slsc:
+            out["sl_q"] = self._slsc(cam_q, e_q, (cam_r, x_r, a_r))
+            out["sl_r"] = self._slsc(cam_r, e_r, (cam_q, x_q, a_q))
+        if self.use_csm:  # Eq. (23)
+            out["y_co"] = (self.psi(a_q[:, None] * x_q).mean((2, 3))
+                           + self.psi(a_r[:, None] * x_r).mean((2, 3)))
+        if self.use_nsc:  # Eq. (25)-(26)
+            out["y_q_nc"] = self.psi((1 - a_q[:, None]) * x_q).mean((2, 3))
+            out["y_r_nc"] = self.psi((1 - a_r[:, None]) * x_r).mean((2, 3))
+        return out
+
+    def _slsc(self, cam: torch.Tensor, e: torch.Tensor,
+              other: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+        """Z̃ of one image (Eq. 14-17) with prototypes (Eq. 3-4) enhanced by the other image (Eq. 8-9)."""
+        m = normalise_cam(cam)
+        mask = m
+        if self.prototype is not None:
+            region = high_confidence_regions(m, self.cam_threshold)
+            protos = masked_average_pooling(e, region * gate_map(e, self.eta, self.training))
+            cam_o, x_o, a_o = other
+            if self.interaction is not None:
+                region_o = (high_confidence_regions(normalise_cam(cam_o), self.cam_threshold)
+                            if self.cfg.pie_pool == "class" else None)
+                protos = enhance_prototypes(protos, x_o, a_o, region_o)
+            mask = m * prototype_similarity(protos, e)
+        gamma = pixel_confidence(cam, self.cfg.gamma_axis)
+        return secondary_scores(cam, mask, gamma, self.cfg.sl_form)
+
+    def cam(self, images: torch.Tensor) -> torch.Tensor:
+        """Single-image CAMs ReLU(W_c^T F_n) [B,K,h,w]; CIAN's affinity pairs an image with itself."""
+        feats = self.backbone(images)
+        if self.affinity is not None:
+            feats = self.affinity(feats, feats)
+        return torch.relu(self.classifier(feats))
+
+    def param_groups(self, lr: float, backbone_lr_mult: float) -> list[dict]:
+        """Optimizer groups: the pretrained backbone at lr × mult, every new layer at lr."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        ids = {id(p) for p in backbone}
+        new = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": backbone, "lr": lr * backbone_lr_mult, "name": "backbone"},
+                {"params": new, "lr": lr, "name": "new"}]
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> CISMNet:
+    """The classifier for a ModelConfig, after checking the switches are consistent."""
+    if cfg.method == "cism" and "sl" in cfg.losses and not cfg.use_slsc:
+        raise ConfigError("model.losses contains 'sl' but model.use_slsc is false; L_sl needs the "
+                          "SLSC scores (set use_slsc: true or drop 'sl')")
+    if cfg.lam <= 0:
+        raise ConfigError(f"model.lam must be > 0, got {cfg.lam}")
+    return CISMNet(cfg, num_classes)
+
+
+_CIAN = {"model.method": "cian"}
+_AUX = ("ml", "csm", "nsc")
+# Every row of the paper's ablation Tables 4-8 as dotted RunConfig overrides (docs/method.md).
+ABLATIONS: dict[str, dict[str, dict[str, object]]] = {
+    "table4": {
+        "baseline": _CIAN,
+        "+PV": {"model.method": "cism", "model.use_pv": True, "model.use_pie": False},
+        "+PV+PIE": {"model.method": "cism", "model.use_pv": True, "model.use_pie": True},
+    },
+    "table5": {f"eta={eta}": {"model.method": "cism", "model.eta": eta} for eta in (0.1, 0.3, 0.5, 0.7)},
+    "table6": {
+        "CIAN": _CIAN,
+        "CIAN+SLSC": {"model.method": "cism", "model.use_pv": False, "model.use_pie": False,
+                      "model.use_slsc": True, "model.losses": ("ml", "sl")},
+        "RPNet": {"model.method": "cism", "model.use_pie": False, "model.use_slsc": False,
+                  "model.losses": _AUX},
+        "RPNet+SLSC": {"model.method": "cism", "model.use_pie": False},
+        "CISM": {"model.method": "cism", "model.use_slsc": False, "model.losses": _AUX},
+        "CISM+SLSC": {"model.method": "cism"},
+    },
+    "table7": {
+        "baseline": _CIAN,
+        "baseline+MCSG": {**_CIAN, "data.mcsg": True},
+        "CISM": {"model.method": "cism"},
+        "CISM+MCSG": {"model.method": "cism", "data.mcsg": True},
+    },
+    "table8": {
+        "ml": {"model.method": "cism", "model.use_slsc": False, "model.losses": ("ml",)},
+        "ml+sl": {"model.method": "cism", "model.losses": ("ml", "sl")},
+        "ml+sl+nsc": {"model.method": "cism", "model.losses": ("ml", "sl", "nsc")},
+        "ml+sl+csm": {"model.method": "cism", "model.losses": ("ml", "sl", "csm")},
+        "ml+sl+csm+nsc": {"model.method": "cism", "model.losses": ("ml", "sl", "csm", "nsc")},
+    },
+}
