@@ -119,7 +119,7 @@ def cam_to_labels(cam: np.ndarray, bg_threshold: float) -> np.ndarray:
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 [H,W,3] RGB → float32 [3,H,W] with (x / 255 - mean) / std."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    x = torch.from_numpy(np.array(image, order="C")).permute(2, 0, 1).float() / 255.0
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 

@@ -37,7 +37,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: CrfConfig = CrfConfig()
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=cfg.gauss_sxy, compat=cfg.gauss_compat)
     crf.addPairwiseBilateral(sxy=cfg.bi_sxy, srgb=cfg.bi_srgb,
-                             rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=cfg.bi_compat)
+                             rgbim=np.array(image, dtype=np.uint8, order="C"),  # writable copy
+                             compat=cfg.bi_compat)
     q = crf.inference(cfg.iterations)
     return np.asarray(q, dtype=np.float32).reshape(c, h, w)
 

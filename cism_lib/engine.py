@@ -130,7 +130,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         n_images += batch["image_q"].shape[0] * (2 if "image_r" in batch else 1)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(losses['total']):.3f}")
+        bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
     bar.close()
     elapsed = time.perf_counter() - t0
     stats = {k: v / max(1, min(n_steps, step + 1)) for k, v in sums.items()}
