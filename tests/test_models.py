@@ -98,6 +98,17 @@ def test_cian_self_pair_is_self_attention() -> None:
     assert torch.allclose(module(f, f), expected, atol=1e-5)
 
 
+def test_cian_pair_equals_both_directions() -> None:
+    torch.manual_seed(0)
+    module = CrossImageAffinity(16).eval()
+    torch.nn.init.normal_(module.out[1].weight)
+    f_q, f_r = torch.randn(2, 16, 3, 4), torch.randn(2, 16, 3, 4)
+    out_q, out_r = module.forward_pair(f_q, f_r)
+    assert torch.allclose(out_q, module(f_q, f_r), atol=1e-6)
+    assert torch.allclose(out_r, module(f_r, f_q), atol=1e-6)
+    assert not torch.allclose(out_q, f_q)
+
+
 def _pair(batch: int = 2, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     return torch.randn(batch, 3, size, size), torch.randn(batch, 3, size, size)

@@ -53,7 +53,7 @@ class CISMNet(nn.Module):
         """F_n^q, F_n^r from one batched backbone pass, then the CIAN affinity (both directions)."""
         f_q, f_r = self.backbone(torch.cat([image_q, image_r])).chunk(2)
         if self.affinity is not None:
-            f_q, f_r = self.affinity(f_q, f_r), self.affinity(f_r, f_q)
+            f_q, f_r = self.affinity.forward_pair(f_q, f_r)
         return f_q, f_r
 
     def forward(self, image_q: torch.Tensor, image_r: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

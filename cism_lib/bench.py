@@ -1,0 +1,737 @@
+"""`make bench`: training, CAM, CRF and SynthAerial throughput side by side → results/bench.json + docs.
+
+Every number of one run comes from the same process on the same device, so the ratios between
+rows (CISM/CAM images/s, pool/single CRF speed-up) are meaningful even where the absolute times
+are not. Run `python -m cism_lib.bench --help` for the options; docs/benchmarks.md explains them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import typing
+from dataclasses import asdict, dataclass, fields
+from dataclasses import replace as dc_replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cism_lib.config import CrfConfig, ModelConfig, RunConfig
+from cism_lib.config import replace as cfg_replace
+
+METHODS = ("cam", "cian", "cism")
+BACKBONES = ("resnet50", "efficientnet_lite0")
+NUM_CLASSES = 15  # iSAID foreground classes
+TRAIN_FLOPS_FACTOR = 3.0  # forward + backward ≈ 3 × forward (backward = grads of inputs and weights)
+TARGETS = {"cism_over_cam": 0.8, "crf_pool_speedup": 1.8, "gpu_images_per_s": 500.0}
+DEFAULT_JSON = Path("results/bench.json")
+DEFAULT_DOC = Path("docs/benchmarks.md")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one bench run measures, and at which sizes."""
+
+    device: str = "cpu"                              # cpu | cuda | cuda:N
+    size: int = 256                                  # square training / CAM / CRF image side
+    batch: int = 8                                   # pairs per training step (2 × images)
+    steps: int = 5                                   # timed steps; the median is reported
+    warmup: int = 2                                  # untimed steps before them
+    backbones: tuple[str, ...] = BACKBONES
+    methods: tuple[str, ...] = METHODS
+    with_data: bool = False                          # batches from pipeline.pair_dataset + DataLoader
+    workers: int = 0                                 # DataLoader workers with --with-data
+    cam_images: int = 8                              # images per multi-scale CAM call
+    cam_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    crf_images: int = 16                             # pseudo-masks made by each of single / pool
+    crf_size: int = 0                                # CRF image side; 0 = size
+    crf_workers: int = 0                             # pool size; 0 = all cores
+    synth_images: int = 16
+    synth_size: int = 256
+    pie_size: int = 512                              # image side of the PIE share measurement
+    pie_batch: int = 16                              # pairs per step there
+    pie_backbone: str = "resnet50"
+    flops_size: int = 512                            # image side of the FLOPs / MFU table
+    peak_tflops: float | None = None                 # device peak (dense bf16 on GPU) for MFU
+    threads: int = 0                                 # torch CPU threads; 0 = torch's default
+    quick: bool = False                              # a tiny run (tests, smoke)
+    seed: int = 0
+
+
+QUICK = {"size": 64, "batch": 1, "steps": 1, "warmup": 1, "backbones": ("resnet18",),
+         "cam_images": 1, "crf_images": 2, "crf_workers": 2, "synth_images": 2, "synth_size": 64,
+         "pie_size": 64, "pie_batch": 1, "pie_backbone": "resnet18", "flops_size": 64, "threads": 1,
+         "quick": True}
+
+HELP = {
+    "device": "cpu, cuda or cuda:N (CUDA runs use bf16 autocast + channels_last)",
+    "size": "image side for training, CAM and CRF measurements",
+    "batch": "pairs per training step (images/s counts both images of a pair)",
+    "steps": "timed steps per measurement (median reported)",
+    "warmup": "untimed warm-up steps before them",
+    "backbones": "backbones to train", "methods": "methods to train (cam cian cism)",
+    "with_data": "feed training from the real pipeline (SynthAerial pairs + DataLoader)",
+    "workers": "DataLoader workers with --with-data",
+    "cam_images": "images per multi-scale CAM call", "cam_scales": "CAM scales (flip is always on)",
+    "crf_images": "pseudo-masks per CRF measurement", "crf_size": "CRF image side (0 = --size)", "crf_workers": "CRF pool size (0 = all cores)",
+    "synth_images": "SynthAerial scenes rendered", "synth_size": "SynthAerial image side",
+    "pie_size": "image side of the PIE-similarity share measurement",
+    "pie_batch": "pairs per step there", "pie_backbone": "backbone there",
+    "flops_size": "image side of the FLOPs/MFU table",
+    "peak_tflops": "peak TFLOP/s of the device (e.g. 989 for H100/H200 dense bf16) for MFU",
+    "threads": "torch CPU threads (0 = default); 1 is faster on a shared, loaded machine",
+    "quick": "tiny run (resnet18, 64², 1 step) for tests", "seed": "seed of the random inputs",
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve(settings: BenchSettings) -> torch.device:
+    """The torch device of the settings (CUDA must exist when asked for)."""
+    from cism_lib.runtime import resolve_device
+
+    return resolve_device(settings.device)
+
+
+def device_name(device: torch.device) -> str:
+    """GPU name, or the CPU model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work so wall-clock times are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Seconds of each of `steps` calls of fn after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (psutil; else the peak so far from getrusage)."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def _release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc malloc_trim), so RSS is
+    a fair baseline: otherwise memory freed by an earlier, larger model is reused unseen."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if platform.system() == "Linux" and name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): keep the plain baseline
+            pass
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA max_memory_allocated, or sampled CPU RSS."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.005) -> None:
+        self.device, self.interval = device, interval_s
+        self.metric = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_rss_peak_delta"
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _poll(self) -> None:
+        """Sample RSS until stopped."""
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            _release_free_memory()
+            self.base = self.peak = _rss_bytes()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def mib(self) -> float:
+        """Peak minus entry level, MiB."""
+        return max(0, self.peak - self.base) / 2**20
+
+
+def mfu(images_per_s: float, fwd_flops_per_image: float, peak_tflops: float) -> float:
+    """Model FLOPs utilisation: images/s × 3 × forward FLOPs/image ÷ peak FLOP/s."""
+    return images_per_s * TRAIN_FLOPS_FACTOR * fwd_flops_per_image / (peak_tflops * 1e12)
+
+
+def forward_flops(backbone: str, method: str, size: int, num_classes: int = NUM_CLASSES) -> float:
+    """Forward FLOPs per image of one training pair (FlopCounterMode on the meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cism_lib.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(ModelConfig(method=method, backbone=backbone, weights=None), num_classes)
+        x = torch.empty(1, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.train()(x, x)
+    return counter.get_total_flops() / 2
+
+
+# ----------------------------------------------------------------------------- training
+def random_pair_batch(batch: int, size: int, num_classes: int = NUM_CLASSES,
+                      seed: int = 0) -> dict[str, torch.Tensor]:
+    """A pair batch (docs/design.md keys) of random images and labels sharing >= 1 class."""
+    g = torch.Generator().manual_seed(seed)
+    label_q = (torch.rand(batch, num_classes, generator=g) < 0.2).float()
+    label_r = (torch.rand(batch, num_classes, generator=g) < 0.2).float()
+    shared = torch.randint(num_classes, (batch,), generator=g)
+    label_q[torch.arange(batch), shared] = 1.0
+    label_r[torch.arange(batch), shared] = 1.0
+    label_co = label_q * label_r
+    return {"image_q": torch.randn(batch, 3, size, size, generator=g),
+            "image_r": torch.randn(batch, 3, size, size, generator=g),
+            "label_q": label_q, "label_r": label_r, "label_co": label_co,
+            "label_q_nc": label_q - label_co, "label_r_nc": label_r - label_co}
+
+
+def pipeline_pairs(settings: BenchSettings, backbone: str, root: Path):
+    """The real training pairs (pipeline.pair_dataset) on SynthAerial generated under root."""
+    from cism_lib.pipeline import pair_dataset
+
+    n = max(2 * settings.batch, settings.batch * (settings.warmup + settings.steps))
+    cfg = cfg_replace(RunConfig(), **{
+        "data.root": str(root), "data.synth_train": n, "data.synth_val": 1,
+        "data.synth_size": settings.size, "data.crop_size": settings.size,
+        "data.workers": settings.workers, "model.backbone": backbone, "model.weights": None,
+        "train.batch_size": settings.batch, "train.seed": settings.seed})
+    return pair_dataset(cfg, progress=False)
+
+
+def _batches(settings: BenchSettings, device: torch.device, channels_last: bool,
+             dataset: Any = None) -> Iterator[dict[str, Any]]:
+    """Endless batches on the device: one fixed random batch, or a DataLoader over `dataset`."""
+    from torch.utils.data import DataLoader
+
+    from cism_lib.engine import to_device
+
+    if dataset is None:
+        fixed = to_device(random_pair_batch(settings.batch, settings.size, seed=settings.seed),
+                          device, channels_last)
+        while True:
+            yield fixed
+    loader = DataLoader(dataset, settings.batch, shuffle=True, drop_last=True,
+                        num_workers=settings.workers, persistent_workers=settings.workers > 0,
+                        pin_memory=device.type == "cuda")
+    while True:
+        for batch in loader:
+            yield to_device(batch, device, channels_last)
+
+
+def _new_model(backbone: str, method: str, device: torch.device) -> tuple[nn.Module, ModelConfig]:
+    """A randomly initialised classifier on the device (channels_last on CUDA)."""
+    from cism_lib.models import build_model
+
+    cfg = ModelConfig(method=method, backbone=backbone, weights=None)
+    model = build_model(cfg, NUM_CLASSES).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, cfg
+
+
+def _make_step(settings: BenchSettings, backbone: str, method: str, device: torch.device,
+               dataset: Any = None) -> Callable[[], None]:
+    """A closure running one training step (forward, total_loss, backward, Adam) of a new model."""
+    from cism_lib.config import TrainConfig
+    from cism_lib.engine import autocast_ctx, build_optimizer
+    from cism_lib.losses import total_loss
+
+    torch.manual_seed(settings.seed)
+    model, cfg = _new_model(backbone, method, device)
+    opt = build_optimizer(model.train(), TrainConfig(batch_size=settings.batch, lr=1e-4))
+    batches = _batches(settings, device, device.type == "cuda", dataset)
+
+    def step() -> None:
+        batch = next(batches)
+        with autocast_ctx(device, True):
+            losses = total_loss(model(batch["image_q"], batch["image_r"]), batch, cfg)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+
+    return step
+
+
+def bench_train_group(settings: BenchSettings, backbone: str, methods: Sequence[str],
+                      dataset: Any = None) -> list[dict[str, Any]]:
+    """Training images/s and peak memory of several methods, timed steps interleaved round-robin.
+
+    Peak memory covers building each model and its warm-up steps (the first step allocates
+    the Adam state); timed steps then alternate between methods, so a change in machine load
+    hits every method alike and their ratios stay fair.
+    """
+    device = resolve(settings)
+    steps, mems = {}, {}
+    for method in methods:
+        with PeakMemory(device) as mems[method]:
+            steps[method] = _make_step(settings, backbone, method, device, dataset)
+            timed(steps[method], max(1, settings.warmup), 0, device)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(settings.steps):
+        for method in methods:
+            times[method] += timed(steps[method], 0, 1, device)
+    rows = []
+    for method in methods:
+        median = statistics.median(times[method])
+        rows.append({"backbone": backbone, "method": method,
+                     "images_per_s": 2 * settings.batch / median, "step_s": median,
+                     "step_s_all": times[method], "peak_mem_mib": mems[method].mib,
+                     "mem_metric": mems[method].metric, "with_data": dataset is not None})
+    return rows
+
+
+def bench_train(settings: BenchSettings, backbone: str, method: str,
+                dataset: Any = None) -> dict[str, Any]:
+    """Training step time, images/s (both images of a pair) and peak memory of one method."""
+    return bench_train_group(settings, backbone, (method,), dataset)[0]
+
+
+def warm_up(settings: BenchSettings) -> None:
+    """One tiny untimed training step, so one-off library start-up lands in no measurement."""
+    tiny = dc_replace(settings, size=64, batch=1)
+    _make_step(tiny, settings.backbones[0], settings.methods[-1], resolve(settings))()
+
+
+def add_flops(row: dict[str, Any], size: int, peak_tflops: float | None) -> dict[str, Any]:
+    """Forward GFLOPs/image, achieved training TFLOP/s and (with a peak) MFU of a training row."""
+    fwd = forward_flops(row["backbone"], row["method"], size)
+    row = {**row, "fwd_gflops_per_image": fwd / 1e9,
+           "train_tflops_per_s": row["images_per_s"] * TRAIN_FLOPS_FACTOR * fwd / 1e12}
+    if peak_tflops:
+        row["mfu"] = mfu(row["images_per_s"], fwd, peak_tflops)
+    return row
+
+
+def train_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """images/s of each method ÷ CAM's (and CISM ÷ CIAN), per backbone (same run, same settings)."""
+    out: dict[str, dict[str, float]] = {}
+    for bb in dict.fromkeys(r["backbone"] for r in rows):
+        by = {r["method"]: r["images_per_s"] for r in rows if r["backbone"] == bb}
+        pairs = [(m, "cam") for m in by if m != "cam"] + [("cism", "cian")]
+        out[bb] = {f"{a}_over_{b}": by[a] / by[b] for a, b in pairs if a in by and b in by}
+    return out
+
+
+# ----------------------------------------------------------------------------- CAMs, PIE
+def bench_cam(settings: BenchSettings, backbone: str, method: str = "cism") -> dict[str, Any]:
+    """Multi-scale + flip CAM inference images/s (cam.multiscale_cam, bf16 on CUDA)."""
+    from cism_lib.cam import multiscale_cam
+
+    device = resolve(settings)
+    model, _ = _new_model(backbone, method, device)
+    model.eval()
+    g = torch.Generator().manual_seed(settings.seed)
+    images = torch.randn(settings.cam_images, 3, settings.size, settings.size, generator=g).to(device)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.ones(settings.cam_images, NUM_CLASSES, device=device)
+    times = timed(lambda: multiscale_cam(model, images, labels, settings.cam_scales, True),
+                  1, settings.steps, device)
+    median = statistics.median(times)
+    return {"backbone": backbone, "method": method, "images_per_s": settings.cam_images / median,
+            "call_s": median, "images_per_call": settings.cam_images,
+            "scales": list(settings.cam_scales), "flip": True}
+
+
+def bench_pie(settings: BenchSettings) -> dict[str, Any]:
+    """Share of PIE's (hw)×(hw) similarity (models.pie.matching_maps, fwd+bwd) in a CISM step."""
+    from cism_lib.engine import autocast_ctx
+    from cism_lib.models.pie import matching_maps
+
+    device = resolve(settings)
+    at = dc_replace(settings, size=settings.pie_size, batch=settings.pie_batch)
+    step = bench_train(at, settings.pie_backbone, "cism")
+    mcfg = ModelConfig()
+    side = -(-settings.pie_size // mcfg.output_stride)
+    g = torch.Generator().manual_seed(settings.seed)
+    x_q, x_r = (torch.randn(settings.pie_batch, mcfg.proto_dim, side, side, generator=g)
+                .to(device).requires_grad_() for _ in range(2))
+
+    def similarity() -> None:
+        with autocast_ctx(device, True):
+            a_q, a_r = matching_maps(x_q, x_r)
+        (a_q.float().sum() + a_r.float().sum()).backward()
+
+    pie = statistics.median(timed(similarity, settings.warmup, settings.steps, device))
+    sim_flops = 2 * (side * side) ** 2 * mcfg.proto_dim  # X_Qᵀ X_R of one pair
+    pair_flops = 2 * forward_flops(settings.pie_backbone, "cism", settings.pie_size)
+    return {"size": settings.pie_size, "positions": side * side, "batch": settings.pie_batch,
+            "backbone": settings.pie_backbone, "proto_dim": mcfg.proto_dim,
+            "step_s": step["step_s"], "pie_s": pie, "share": pie / step["step_s"],
+            "sim_fwd_gflops_per_pair": sim_flops / 1e9, "flops_share": sim_flops / pair_flops}
+
+
+# ----------------------------------------------------------------------------- CRF, SynthAerial
+@dataclass
+class SceneSet:
+    """A minimal in-memory dataset (dataset protocol of docs/design.md) of rendered scenes."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+
+    @property
+    def ids(self) -> list[str]:
+        """Sample ids."""
+        return [f"scene{i:04d}" for i in range(len(self.images))]
+
+    @property
+    def classes(self):
+        """The iSAID class set (SynthAerial uses it)."""
+        from cism_lib.classes import ISAID
+
+        return ISAID
+
+    @property
+    def labels(self) -> np.ndarray:
+        """bool [N, K] image-level labels."""
+        k = self.classes.num_foreground
+        return np.stack([np.isin(np.arange(1, k + 1), m) for m in self.masks])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) of sample i."""
+        return self.images[i], self.masks[i]
+
+
+def render_scenes(n: int, size: int, seed: int = 0) -> SceneSet:
+    """n SynthAerial scenes of size × size."""
+    from cism_lib.data.synthetic import render_scene
+
+    pairs = [render_scene(np.random.default_rng([seed, i]), size) for i in range(n)]
+    return SceneSet([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def fake_cams(scenes: SceneSet, out_dir: Path) -> None:
+    """CAM files whose maps are blurred ground-truth masks (realistic shapes for the CRF)."""
+    from scipy.ndimage import gaussian_filter
+
+    from cism_lib.cam import save_cam
+
+    k = scenes.classes.num_foreground
+    for sid, mask, label in zip(scenes.ids, scenes.masks, scenes.labels):
+        cam = np.zeros((k, *mask.shape), dtype=np.float32)
+        for c in np.flatnonzero(label):
+            blurred = gaussian_filter((mask == c + 1).astype(np.float32), sigma=mask.shape[0] / 32)
+            cam[c] = blurred / max(float(blurred.max()), 1e-6)
+        save_cam(out_dir / f"{sid}.npz", cam, label)
+
+
+def bench_crf(settings: BenchSettings) -> dict[str, Any]:
+    """Pseudo-mask images/s (CRF + argmax + PNG) in one process vs the process pool."""
+    from cism_lib.crf import make_pseudo_masks, read_index_png
+
+    workers = settings.crf_workers or os.cpu_count() or 1
+    size = settings.crf_size or settings.size
+    scenes = render_scenes(settings.crf_images, size, settings.seed)
+    with tempfile.TemporaryDirectory(prefix="cism-bench-") as tmp:
+        root = Path(tmp)
+        fake_cams(scenes, root / "cams")
+        secs = {}
+        for name, n in (("single", 1), ("pool", workers)):
+            t0 = time.perf_counter()
+            make_pseudo_masks(root / "cams", scenes, root / name, CrfConfig(), bg_threshold=0.25,
+                              workers=n, progress=False, skip_done=False)
+            secs[name] = time.perf_counter() - t0
+        same = all(np.array_equal(read_index_png(root / "single" / f"{s}.png"),
+                                  read_index_png(root / "pool" / f"{s}.png")) for s in scenes.ids)
+    n = settings.crf_images
+    return {"images": n, "size": size, "workers": workers,
+            "single_images_per_s": n / secs["single"], "pool_images_per_s": n / secs["pool"],
+            "speedup": secs["single"] / secs["pool"], "pool_matches_single": same}
+
+
+def bench_synth(settings: BenchSettings) -> dict[str, Any]:
+    """SynthAerial render_scene images/s in this one process (one core)."""
+    from cism_lib.data.synthetic import render_scene
+
+    size, n = settings.synth_size, settings.synth_images
+    render_scene(np.random.default_rng(10**6), size)  # warm-up (imports, caches)
+    t0 = time.perf_counter()
+    for i in range(n):
+        render_scene(np.random.default_rng([settings.seed, i]), size)
+    secs = time.perf_counter() - t0
+    return {"images": n, "size": size, "images_per_s": n / secs}
+
+
+# ----------------------------------------------------------------------------- run + report
+def _progress(msg: str) -> None:
+    """One progress line on stdout."""
+    print(f"[bench] {msg}", flush=True)
+
+
+def run_training(settings: BenchSettings, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Training rows for every backbone × method (with FLOPs/MFU), optionally on the real pipeline."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cism-bench-data-") as tmp:
+        for bb in settings.backbones:
+            data = pipeline_pairs(settings, bb, Path(tmp)) if settings.with_data else None
+            for row in bench_train_group(settings, bb, settings.methods, data):
+                row = add_flops(row, settings.size, settings.peak_tflops)
+                log(f"train {bb:18s} {row['method']:5s} {row['images_per_s']:8.2f} images/s "
+                    f"({row['step_s']:.3f} s/step, {row['peak_mem_mib']:.0f} MiB)")
+                rows.append(row)
+    return rows
+
+
+def flops_table(settings: BenchSettings) -> list[dict[str, Any]]:
+    """Forward GFLOPs/image at flops_size and the images/s each MFU level implies."""
+    rows = []
+    for bb in dict.fromkeys((*settings.backbones, settings.pie_backbone)):
+        for method in settings.methods:
+            fwd = forward_flops(bb, method, settings.flops_size)
+            row = {"backbone": bb, "method": method, "size": settings.flops_size,
+                   "fwd_gflops_per_image": fwd / 1e9,
+                   "train_gflops_per_image": TRAIN_FLOPS_FACTOR * fwd / 1e9,
+                   "target_images_per_s": TARGETS["gpu_images_per_s"]}
+            if settings.peak_tflops:
+                row["mfu_at_target"] = mfu(TARGETS["gpu_images_per_s"], fwd, settings.peak_tflops)
+            rows.append(row)
+    return rows
+
+
+def run_all(settings: BenchSettings, log: Callable[[str], None] = _progress) -> dict[str, Any]:
+    """Every measurement of one run, as the dict written to results/bench.json."""
+    threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _measure_all(settings, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure_all(settings: BenchSettings, log: Callable[[str], None]) -> dict[str, Any]:
+    """run_all with the thread count already set."""
+    from cism_lib.runtime import versions
+
+    device = resolve(settings)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    load0 = os.getloadavg()
+    log(f"{device_name(device)}; settings {asdict(settings)}")
+    warm_up(settings)
+    train = run_training(settings, log)
+    cams = [bench_cam(settings, bb) for bb in settings.backbones]
+    log("CAM " + ", ".join(f"{c['backbone']} {c['images_per_s']:.2f} images/s" for c in cams))
+    crf = bench_crf(settings)
+    log(f"CRF single {crf['single_images_per_s']:.2f}, pool {crf['pool_images_per_s']:.2f} images/s")
+    synth = bench_synth(settings)
+    log(f"SynthAerial {synth['images_per_s']:.2f} images/s")
+    pie = bench_pie(settings)
+    log(f"PIE similarity {pie['pie_s'] * 1e3:.1f} ms of a {pie['step_s']:.3f} s step")
+    return {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "device": {"type": device.type, "name": device_name(device),
+                       "torch_threads": torch.get_num_threads()},
+            "versions": versions(), "settings": asdict(settings),
+            "load_average": {"start": list(load0), "end": list(os.getloadavg())},
+            "targets": TARGETS, "train": train, "ratios": train_ratios(train), "cam": cams,
+            "crf": crf, "synth": synth, "pie": pie, "flops": flops_table(settings)}
+
+
+def _fmt(x: float) -> str:
+    """A number with three significant digits."""
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def _train_table(result: dict[str, Any]) -> list[str]:
+    """Markdown rows of the training measurements."""
+    ratios = result["ratios"]
+    lines = ["| backbone | method | images/s | s/step | peak mem (MiB) | fwd GFLOPs/image | "
+             "images/s ÷ CAM |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["train"]:
+        ratio = ratios.get(r["backbone"], {}).get(f"{r['method']}_over_cam", 1.0)
+        lines.append(f"| {r['backbone']} | {r['method']} | {_fmt(r['images_per_s'])} | "
+                     f"{r['step_s']:.3f} | {r['peak_mem_mib']:.0f} | "
+                     f"{r['fwd_gflops_per_image']:.1f} | {ratio:.2f} |")
+    return lines
+
+
+def _stage_table(result: dict[str, Any]) -> list[str]:
+    """Markdown rows of the CAM, CRF, SynthAerial and PIE measurements."""
+    s, crf, synth, pie = result["settings"], result["crf"], result["synth"], result["pie"]
+    scales = "/".join(f"{x:g}" for x in s["cam_scales"])
+    lines = ["| stage | measured |", "|---|---|"]
+    for c in result["cam"]:
+        lines.append(f"| multi-scale CAM ({scales} + flip), {c['backbone']} ({c['method']}), "
+                     f"{s['size']}² | {_fmt(c['images_per_s'])} images/s |")
+    target = TARGETS["crf_pool_speedup"]
+    lines += [
+        f"| pseudo-masks (CRF + argmax + PNG), {crf['size']}², 1 process | "
+        f"{_fmt(crf['single_images_per_s'])} images/s |",
+        f"| pseudo-masks, pool of {crf['workers']} processes | {_fmt(crf['pool_images_per_s'])} "
+        f"images/s: **{crf['speedup']:.2f}×** (target ≥ {target}×; masks identical: "
+        f"{'yes' if crf['pool_matches_single'] else 'NO'}) |",
+        f"| SynthAerial render_scene {synth['size']}², 1 core | {_fmt(synth['images_per_s'])} images/s |",
+        f"| PIE similarity (fwd+bwd), {pie['size']}² → {pie['positions']} positions, "
+        f"{pie['backbone']} batch {pie['batch']} | {pie['pie_s'] * 1e3:.1f} ms of a "
+        f"{pie['step_s']:.2f} s CISM step = **{100 * pie['share']:.1f} %** (forward FLOPs share "
+        f"{100 * pie['flops_share']:.1f} %) |"]
+    return lines
+
+
+def command_line(settings: dict[str, Any]) -> str:
+    """The bench command that reproduces a run's settings (flags that differ from the defaults)."""
+    base = asdict(BenchSettings(**QUICK) if settings.get("quick") else BenchSettings())
+    flags = ["--quick"] if settings.get("quick") else []
+    for key, value in settings.items():
+        if key == "quick" or value == base.get(key) or (isinstance(value, list) and
+                                                        tuple(value) == base.get(key)):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag)
+        else:
+            flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
+    return "python -m cism_lib.bench --device " + " ".join([settings["device"], *flags])
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The Markdown block of one run: header, training table, ratio line, stage table."""
+    s, dev, load = result["settings"], result["device"], result["load_average"]
+    prec = "bf16 autocast + channels_last" if dev["type"] == "cuda" else "fp32"
+    data = "real pipeline (SynthAerial pairs + DataLoader)" if s["with_data"] else "random tensors"
+    head = [f"Run {result['created']} on **{dev['name']}**, torch {result['versions']['torch']} "
+            f"({dev['torch_threads']} threads), Python {result['versions']['python']}"
+            f"{' — quick mode' if s['quick'] else ''}.",
+            f"Training: {s['size']}², batch {s['batch']} pairs ({2 * s['batch']} images), "
+            f"median of {s['steps']} steps after {s['warmup']} warm-up, {prec}, inputs: {data}, "
+            f"weights random, Adam. Load average at start/end: "
+            f"{load['start'][0]:.1f} / {load['end'][0]:.1f} on {os.cpu_count()} cores.",
+            f"Command: `{command_line(s)}`.", ""]
+    ratio = "; ".join(f"{bb} **{r['cism_over_cam']:.2f}**" for bb, r in result["ratios"].items()
+                      if "cism_over_cam" in r)
+    cian = "; ".join(f"{bb} {r['cism_over_cian']:.2f}" for bb, r in result["ratios"].items()
+                     if "cism_over_cian" in r)
+    mid = ["", f"CISM ÷ CAM training images/s: {ratio or 'n/a'} (target ≥ "
+           f"{TARGETS['cism_over_cam']}); CISM ÷ CIAN: {cian or 'n/a'}.", ""]
+    return "\n".join(head + _train_table(result) + mid + _stage_table(result)) + "\n"
+
+
+def update_doc(path: str | Path, key: str, block: str) -> None:
+    """Replace the lines between `<!-- bench:key -->` and `<!-- /bench:key -->` (appended if absent).
+
+    Only markers standing alone on a line count, so prose may mention them inline.
+    """
+    import re
+
+    from cism_lib.runtime import write_text_atomic
+
+    path = Path(path)
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    text = path.read_text() if path.is_file() else ""
+    body = f"{start}\n{block.rstrip()}\n{end}"
+    found = re.search(rf"^{re.escape(start)}[ \t]*$.*?^{re.escape(end)}[ \t]*$", text, re.M | re.S)
+    if found:
+        text = text[:found.start()] + body + text[found.end():]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + body + "\n"
+    write_text_atomic(path, text)
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    """An argparse parser with one flag per BenchSettings field (given flags only)."""
+    p = argparse.ArgumentParser(prog="python -m cism_lib.bench", description=__doc__.splitlines()[0],
+                                argument_default=argparse.SUPPRESS)
+    hints = typing.get_type_hints(BenchSettings)
+    for f in fields(BenchSettings):
+        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
+        kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if hint is bool:
+            p.add_argument(flag, action="store_true", help=HELP[f.name])
+        elif typing.get_origin(hint) is tuple:
+            p.add_argument(flag, nargs="+", type=typing.get_args(hint)[0],
+                           help=f"{HELP[f.name]} (default {' '.join(map(str, f.default))})")
+        else:
+            p.add_argument(flag, type=kind, help=f"{HELP[f.name]} (default {f.default})")
+    p.add_argument("--out", type=Path, help=f"JSON file (default {DEFAULT_JSON}; "
+                   "results/bench_quick.json with --quick)")
+    p.add_argument("--doc", type=Path, help=f"Markdown file whose bench block is replaced "
+                   f"(default {DEFAULT_DOC}; none with --quick)")
+    p.add_argument("--no-doc", action="store_true", help="do not touch the Markdown file")
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> tuple[BenchSettings, dict[str, Any]]:
+    """Settings (quick defaults under --quick, then the given flags) and the output options."""
+    given = vars(build_parser().parse_args(argv))
+    outputs = {k: given.pop(k) for k in ("out", "doc", "no_doc") if k in given}
+    base = BenchSettings(**QUICK) if given.get("quick") else BenchSettings()
+    settings = dc_replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    return settings, outputs
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks, write the JSON and the Markdown block; returns the result."""
+    from cism_lib.runtime import write_json_atomic
+
+    settings, outputs = parse_settings(argv)
+    out = outputs.get("out") or (Path("results/bench_quick.json") if settings.quick else DEFAULT_JSON)
+    doc = None if outputs.get("no_doc") else outputs.get("doc") or (None if settings.quick else DEFAULT_DOC)
+    result = run_all(settings)
+    write_json_atomic(out, result)
+    _progress(f"wrote {out}")
+    if doc is not None:
+        update_doc(doc, "gpu" if result["device"]["type"] == "cuda" else "cpu", render_markdown(result))
+        _progress(f"updated {doc}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
