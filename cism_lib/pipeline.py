@@ -234,18 +234,25 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {STAGES}")
+    from cism_lib.runtime import dist_info
+
+    main = dist_info().is_main
     rd = run_dir(cfg)
-    write_run_record(cfg, rd)
+    if main:
+        write_run_record(cfg, rd)
     for stage in STAGES:
         if stage not in stages or (stage == "segment" and not cfg.seg.enabled):
             continue
+        if not main and stage != "train":
+            continue  # under torchrun every rank trains; rank 0 alone runs the other stages
         if stage_done(rd, stage) and not force:
             continue
         if stage == "train":
             info = stage_train(cfg, rd, resume=resume, progress=progress)
         else:
             info = STAGE_FUNCS[stage](cfg, rd, progress=progress)
-        mark_done(rd, stage, info)
+        if main:
+            mark_done(rd, stage, info)
     return rd
 
 
