@@ -7,8 +7,6 @@ label are not stored and load back as zeros. `cam_meta.json` beside them records
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from torch import nn
 
 from cism_lib.config import CamConfig
 from cism_lib.errors import ConfigError, DataError
+from cism_lib.runtime import atomic_path, write_text_atomic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,19 +64,6 @@ def multiscale_cam(model: nn.Module, image: torch.Tensor, label: torch.Tensor,
     return cam / (cam.amax(dim=(2, 3), keepdim=True) + 1e-5)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], suffix: str) -> None:
-    """Call write(file) on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_cam(path: str | Path, cam: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor) -> None:
     """Store the present classes of a [K,H,W] CAM as fp16 in an .npz, written atomically."""
     cam = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
@@ -85,7 +71,8 @@ def save_cam(path: str | Path, cam: np.ndarray | torch.Tensor, label: np.ndarray
     present = np.flatnonzero(label.reshape(-1) > 0)
     keys = (present + 1).astype(np.int16)
     cams = cam[present].astype(np.float16)
-    _atomic_write(Path(path), lambda f: np.savez_compressed(f, keys=keys, cams=cams), ".npz")
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, keys=keys, cams=cams)
 
 
 def load_cam(path: str | Path, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +145,7 @@ def write_cam_meta(out_dir: str | Path, cfg: CamConfig, resume: bool = True) -> 
     if resume and path.is_file() and json.loads(path.read_text()) != meta:
         raise ConfigError(f"{path}: the CAMs here were made with {path.read_text()}, not {meta}; "
                           "use another folder or skip_done=False")
-    _atomic_write(Path(out_dir) / "cam_meta.json", lambda f: f.write(json.dumps(meta).encode()), ".json")
+    write_text_atomic(Path(out_dir) / "cam_meta.json", json.dumps(meta))
 
 
 def make_cams(model: nn.Module, dataset: Any, out_dir: str | Path, cfg: CamConfig,

@@ -8,7 +8,6 @@ import sys
 import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
 
 from cism_lib.config import RunConfig, load_config
 

@@ -7,7 +7,6 @@ pydensecrf (PyPI `pydensecrf2`) is imported inside the functions that need it.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from cism_lib.classes import ClassSet
 from cism_lib.config import CrfConfig
 from cism_lib.errors import DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
+from cism_lib.runtime import atomic_path
 
 PROB_CLIP = 1e-5  # the unary is -log(max(p, PROB_CLIP)), as pydensecrf.utils.unary_from_softmax
 
@@ -85,18 +85,10 @@ def write_index_png(path: str | Path, mask: np.ndarray, palette: list[int]) -> N
     """Write a uint8 class-id map as a 'P' mode PNG with the given palette, atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
     img.putpalette(palette)  # turns the 'L' image into 'P' with the same pixel values
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def read_index_png(path: str | Path) -> np.ndarray:

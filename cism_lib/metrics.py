@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from cism_lib.cam import load_cam
+from cism_lib.runtime import write_text_atomic
 from cism_lib.classes import IGNORE_INDEX
 from cism_lib.errors import DataError
 
@@ -169,19 +168,6 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temporary file beside path, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str) -> tuple[Path, Path]:
     """Write `<stem>.json` (everything, NaN → null) and `<stem>_per_class.csv`; returns both paths."""
     import pandas as pd
@@ -193,6 +179,6 @@ def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str) -> tu
     if "acc" in metrics:
         table["acc"] = metrics["acc"]
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}_per_class.csv"
-    _write_text_atomic(json_path, json.dumps(_json_safe(metrics), indent=2))
-    _write_text_atomic(csv_path, table.to_csv(index=False))
+    write_text_atomic(json_path, json.dumps(_json_safe(metrics), indent=2))
+    write_text_atomic(csv_path, table.to_csv(index=False))
     return json_path, csv_path

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cism_lib.config import RunConfig, config_hash, save_config, to_dict
 from cism_lib.errors import ConfigError
 from cism_lib.runtime import write_json_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STAGES = ("train", "cams", "eval", "pseudo", "segment")
 ISAID_ENV = "CISM_ISAID_ROOT"

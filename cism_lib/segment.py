@@ -10,7 +10,6 @@ torchvision's ASPP `DeepLabHead` with rates (6, 12, 18), the DeepLabV3 setting f
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from cism_lib.config import SegConfig, to_dict
 from cism_lib.crf import read_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
-from cism_lib.runtime import write_text_atomic
+from cism_lib.runtime import atomic_path, write_text_atomic
 
 CHECKPOINT = "seg_checkpoint.pth"
 LOG = "seg_log.jsonl"
@@ -144,11 +143,10 @@ def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) 
 
 def _save(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any, history: list[dict]) -> None:
     """Write the checkpoint (a plain dict carrying the config) atomically."""
-    tmp = path.with_suffix(".pth.tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "config": to_dict(cfg), "history": history,
-                "epoch": len(history)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "config": to_dict(cfg), "history": history,
+                    "epoch": len(history)}, tmp)
 
 
 def _train_one_epoch(model: nn.Module, loader: Any, opt: Any, sched: Any,

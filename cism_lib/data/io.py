@@ -1,7 +1,6 @@
 """Reading images and masks, writing PNGs atomically; every failure is a DataError naming the file."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from PIL import Image
 
 from cism_lib.classes import IGNORE_INDEX, VOC_BOUNDARY_RGB, ClassSet, rgb_to_index
 from cism_lib.errors import DataError
+from cism_lib.runtime import atomic_path
 
 # Errors PIL raises for missing, truncated or undecodable files.
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -85,8 +85,9 @@ def _palette_bytes(palette: ClassSet | Sequence[Sequence[int]] | np.ndarray) -> 
 
 
 def write_png_atomic(path: str | Path, array: np.ndarray,
-                     palette: ClassSet | Sequence[Sequence[int]] | np.ndarray | None = None) -> Path:
-    """Write uint8 [H, W] or [H, W, 3] as PNG via a temp file + os.replace; palette → 'P' mode."""
+                     palette: ClassSet | Sequence[Sequence[int]] | np.ndarray | None = None,
+                     compress_level: int = 6) -> Path:
+    """Write uint8 [H, W] or [H, W, 3] as PNG atomically; palette → 'P' mode."""
     path = Path(path)
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
@@ -98,12 +99,9 @@ def write_png_atomic(path: str | Path, array: np.ndarray,
             raise DataError(f"{path}: a palette PNG needs an index array [H, W]")
         img = Image.frombytes("P", (array.shape[1], array.shape[0]), np.ascontiguousarray(array))
         img.putpalette(_palette_bytes(palette))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            img.save(tmp, format="PNG", compress_level=compress_level)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"{path}: cannot write PNG: {exc}") from None
     return path

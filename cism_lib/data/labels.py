@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from cism_lib.classes import ClassSet
 from cism_lib.data.io import read_mask
 from cism_lib.errors import DataError
+from cism_lib.runtime import atomic_path
 
 CACHE_VERSION = 1
 
@@ -80,14 +81,11 @@ def _save_cache(path: Path, table: dict[str, np.ndarray], fp: str, classes: Clas
     """Write the cache atomically; False when the folder is not writable."""
     keys = sorted(table)
     labels = np.stack([table[k] for k in keys]) if keys else np.zeros((0, classes.num_foreground), bool)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, version=CACHE_VERSION, classes=classes.name, fingerprint=fp,
-                 keys=np.asarray(keys, dtype=str), labels=labels)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, version=CACHE_VERSION, classes=classes.name, fingerprint=fp,
+                     keys=np.asarray(keys, dtype=str), labels=labels)
     except OSError:
-        tmp.unlink(missing_ok=True)
         return False
     return True
 

@@ -27,7 +27,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
 from cism_lib.classes import ISAID, index_to_rgb
+from cism_lib.data.io import write_png_atomic
 from cism_lib.errors import DataError
+from cism_lib.runtime import write_text_atomic
 
 GENERATOR = "SynthAerial"
 VERSION = 1
@@ -1305,27 +1307,10 @@ def _write_item(task: tuple[str, str, int, int, int]) -> tuple[str, list[int]]:
     image, mask = render_item(seed, split, index, size)
     folder = Path(out) / split / "images"
     sid = image_id(index)
-    _write_png(folder / f"{sid}.png", image)
-    _write_png(folder / f"{sid}_instance_color_RGB.png", index_to_rgb(mask, ISAID))
+    write_png_atomic(folder / f"{sid}.png", image, compress_level=1)
+    write_png_atomic(folder / f"{sid}_instance_color_RGB.png", index_to_rgb(mask, ISAID),
+                     compress_level=1)  # fast zlib level: 3x quicker, ~10% larger
     return sid, present_classes(mask)
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 RGB array as PNG via a temp name and os.replace (fast zlib level)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot write PNG: {exc}") from None
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temp name and os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _manifest_text(rows: list[tuple[str, list[int]]]) -> str:
@@ -1380,7 +1365,7 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 256, seed: i
     if _check_existing(out, params):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(out / ".synth-partial.json", json.dumps(params))
+    write_text_atomic(out / ".synth-partial.json", json.dumps(params))
     counts = {}
     for split, n in (("train", n_train), ("val", n_val)):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
@@ -1392,9 +1377,9 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 256, seed: i
                 rows.append(row)
                 bar.update()
         bar.close()
-        _write_text_atomic(out / split / "manifest.csv", _manifest_text(rows))
+        write_text_atomic(out / split / "manifest.csv", _manifest_text(rows))
         counts[split] = _split_counts(rows)
-    _write_text_atomic(out / "synth.json", json.dumps({**params, "counts": counts}, indent=2))
+    write_text_atomic(out / "synth.json", json.dumps({**params, "counts": counts}, indent=2))
     (out / ".synth-partial.json").unlink()
     return out
 
