@@ -9,7 +9,8 @@ import torch
 from cism_lib.config import ModelConfig, RunConfig, replace
 from cism_lib.errors import ConfigError
 from cism_lib.losses import total_loss
-from cism_lib.models import ABLATIONS, build_model
+from cism_lib.experiments import TABLES
+from cism_lib.models import build_model
 from cism_lib.models.cian import CrossImageAffinity
 from cism_lib.models.pie import enhance_prototypes, matching_maps
 from cism_lib.models.prototypes import gate_map, high_confidence_regions, masked_average_pooling
@@ -238,7 +239,7 @@ def test_learnable_lambda_gets_gradient() -> None:
 
 
 def _ablation_rows() -> list[tuple[str, str, dict]]:
-    return [(t, row, o) for t, rows in ABLATIONS.items() for row, o in rows.items()]
+    return [(t, row.label, dict(row.overrides)) for t, rows in TABLES.items() for row in rows]
 
 
 @pytest.mark.parametrize("table,row,overrides", _ablation_rows(),

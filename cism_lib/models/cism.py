@@ -132,39 +132,3 @@ def build_model(cfg: ModelConfig, num_classes: int) -> CISMNet:
     if cfg.lam <= 0:
         raise ConfigError(f"model.lam must be > 0, got {cfg.lam}")
     return CISMNet(cfg, num_classes)
-
-
-_CIAN = {"model.method": "cian"}
-_AUX = ("ml", "csm", "nsc")
-# Every row of the paper's ablation Tables 4-8 as dotted RunConfig overrides (docs/method.md).
-ABLATIONS: dict[str, dict[str, dict[str, object]]] = {
-    "table4": {
-        "baseline": _CIAN,
-        "+PV": {"model.method": "cism", "model.use_pv": True, "model.use_pie": False},
-        "+PV+PIE": {"model.method": "cism", "model.use_pv": True, "model.use_pie": True},
-    },
-    "table5": {f"eta={eta}": {"model.method": "cism", "model.eta": eta} for eta in (0.1, 0.3, 0.5, 0.7)},
-    "table6": {
-        "CIAN": _CIAN,
-        "CIAN+SLSC": {"model.method": "cism", "model.use_pv": False, "model.use_pie": False,
-                      "model.use_slsc": True, "model.losses": ("ml", "sl")},
-        "RPNet": {"model.method": "cism", "model.use_pie": False, "model.use_slsc": False,
-                  "model.losses": _AUX},
-        "RPNet+SLSC": {"model.method": "cism", "model.use_pie": False},
-        "CISM": {"model.method": "cism", "model.use_slsc": False, "model.losses": _AUX},
-        "CISM+SLSC": {"model.method": "cism"},
-    },
-    "table7": {
-        "baseline": _CIAN,
-        "baseline+MCSG": {**_CIAN, "data.mcsg": True},
-        "CISM": {"model.method": "cism"},
-        "CISM+MCSG": {"model.method": "cism", "data.mcsg": True},
-    },
-    "table8": {
-        "ml": {"model.method": "cism", "model.use_slsc": False, "model.losses": ("ml",)},
-        "ml+sl": {"model.method": "cism", "model.losses": ("ml", "sl")},
-        "ml+sl+nsc": {"model.method": "cism", "model.losses": ("ml", "sl", "nsc")},
-        "ml+sl+csm": {"model.method": "cism", "model.losses": ("ml", "sl", "csm")},
-        "ml+sl+csm+nsc": {"model.method": "cism", "model.losses": ("ml", "sl", "csm", "nsc")},
-    },
-}
