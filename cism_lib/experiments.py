@@ -1,0 +1,627 @@
+"""The paper's experiments as data: every row of Tables 1, 4-8 as config overrides, run and summarised.
+
+A table row is a set of dotted overrides (`{"model.method": "cian"}`) applied to the profile's
+config; `run_rows` runs each row for each seed through `pipeline.run_all` (finished runs are
+reused by config hash, so a row shared by two tables runs once), `summarise` gives mean ± std
+over seeds and `compare` puts our numbers beside the paper's (bundled in
+`cism_lib/paper_tables/`). Rows that were not run are NaN: a paper value is never copied into
+our columns.
+
+How each ablation is expressed with the model's switches (see `cism_lib/models/cism.py`: the
+prototype vectors only act through SLSC or the CSM/NSC heads, and SLSC only exists for `cism`):
+- Table 4: baseline = CIAN; +PV = CISM without PIE and SLSC (PV feeds the CSM/NSC heads);
+  +PV+PIE = CISM without SLSC (the same run as Table 6's "CISM" row).
+- Table 5: full CISM with eta 0.1/0.3/0.5/0.7 (eta 0.3 is the default CISM run).
+- Table 6: CIAN ± SLSC (CIAN + SLSC = CISM with PV, PIE, CSM and NSC off), RPNet-like = CISM
+  without PIE, CSM and NSC (± SLSC), CISM ± SLSC.
+- Table 7: CIAN and CISM, each without and with MCSG.
+- Table 8: loss subsets of CISM trained with MCSG (the paper's "all losses" row, 34.1, is its
+  CISM + MCSG of Table 7). A row without L_sl switches SLSC off.
+- Table 1: CAM, CIAN and CISM; per-class IoU of the training-split CAMs (Tables 1-2 analogues
+  add pseudo-mask and DeepLab mIoU when the pseudo and segment stages are run).
+
+Budgets per profile (`PLANS`): smoke runs 1-3 rows per table (4 distinct runs in all, shared
+across notebooks), 1 seed, 2 epochs on 48 images; cpu runs every row, 1 seed, with 3 seeds for the two rows
+everything is compared against (baseline CIAN and full CISM) in Tables 4-8 and 1 seed through
+the whole chain in Table 1; paper runs every row with 3 seeds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+import cism_lib
+from cism_lib.classes import ISAID
+from cism_lib.config import CrfConfig, RunConfig, load_config, replace
+from cism_lib.errors import ConfigError
+
+ROOT = Path(cism_lib.__file__).resolve().parent.parent
+PROFILES = ("smoke", "cpu", "paper")
+PROFILE_ENV = "CISM_PROFILE"
+ISAID_ENV = "CISM_ISAID_ROOT"
+CAM_STAGES = ("train", "cams", "eval")
+DATA_LABELS = {"synthetic": "SynthAerial (synthetic)", "isaid": "iSAID tiles (real)",
+               "voc": "PASCAL VOC 2012 (real)"}
+# CAM quality is reported on the training split (the WSSS convention: CAMs become the training
+# pseudo-masks), with the background threshold selected on the val split.
+CAM_METRICS = {"mIoU": "cam_miou_train", "OA": "cam_oa_train"}
+
+
+# ----------------------------------------------------------------------------- profiles
+def repo_root() -> Path:
+    """The repository folder (holding configs/, results/, figures/), found from cism_lib's location."""
+    return ROOT
+
+
+def current_profile(default: str = "cpu") -> str:
+    """The profile named by the CISM_PROFILE environment variable (default cpu)."""
+    profile = os.environ.get(PROFILE_ENV, default) or default
+    if profile not in PROFILES:
+        raise ConfigError(f"{PROFILE_ENV}={profile!r}: choose one of {PROFILES}")
+    return profile
+
+
+def _load_profile(profile: str) -> RunConfig:
+    """configs/<profile>.yaml with its run folder anchored at the repository root."""
+    path = ROOT / "configs" / f"{profile}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+        raise ConfigError(f"{path}: no such preset; choose one of {presets}")
+    cfg = load_config(path)
+    if not Path(cfg.out_dir).is_absolute():
+        cfg = replace(cfg, out_dir=str(ROOT / cfg.out_dir))
+    return cfg
+
+
+def profile_config(profile: str = "cpu") -> RunConfig:
+    """configs/<profile>.yaml with its run and SynthAerial folders anchored at the repository root."""
+    return _anchor_synthetic(_load_profile(profile))
+
+
+def _anchor_synthetic(cfg: RunConfig) -> RunConfig:
+    """Give SynthAerial an absolute folder under the repository (the default is cwd-relative, and
+    notebooks run in notebooks/); $CISM_DATA_DIR still wins when it is absolute."""
+    d = cfg.data
+    if d.dataset != "synthetic" or d.root:
+        return cfg
+    from cism_lib.data.synthetic import default_root
+
+    root = default_root(d.synth_size, d.synth_seed, d.synth_train, d.synth_val)
+    return replace(cfg, **{"data.root": str(root if root.is_absolute() else ROOT / root)})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of the tables a profile runs: shared overrides, seeds and row subsets."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    real_overrides: Mapping[str, Any] = field(default_factory=dict)  # for the real iSAID tiles
+    seeds: int = 1                       # seeds of an ordinary row
+    key_seeds: int = 1                   # seeds of the rows marked key (baseline, full CISM)
+    rows: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # table -> labels to run
+    max_seeds: Mapping[str, int] = field(default_factory=dict)  # table -> cap on seeds per row
+
+
+PLANS: dict[str, Plan] = {
+    # smoke: 4 distinct classifier runs in all (CIAN, CISM, CISM without SLSC, CISM + MCSG) on 48
+    # training images for 2 epochs, shared by every notebook; Table 1 adds the whole chain for 2.
+    "smoke": Plan(overrides={"train.epochs": 2, "seg.epochs": 1, "data.max_train": 48, "data.max_val": 24},
+                  real_overrides={"train.epochs": 1, "seg.epochs": 1, "data.max_train": 32,
+                                  "data.max_val": 16, "data.crop_size": 128, "data.workers": 0,
+                                  "seg.crop_size": 128, "cam.scales": (1.0,), "device": "cpu"},
+                  rows={"table1": ("CIAN", "CISM"), "table4": ("Baseline (CIAN)", "+PV+PIE"),
+                        "table5": ("eta=0.3",), "table6": ("CIAN", "CISM", "CISM +SLSC"),
+                        "table7": ("Baseline (CIAN)", "CISM", "CISM +MCSG"),
+                        "table8": ("ml+sl+csm+nsc",)}),
+    # cpu: 21 distinct classifier runs (CAM, CIAN x3, CISM x3 and 14 ablation rows), the whole
+    # chain (pseudo-masks + DeepLab) for the 3 runs of Table 1; Table 1 itself uses seed 0 only.
+    "cpu": Plan(real_overrides={"data.max_train": 400, "data.max_val": 200, "train.epochs": 3,
+                                "data.workers": 0, "device": "cpu"},
+                seeds=1, key_seeds=3, max_seeds={"table1": 1}),
+    "paper": Plan(seeds=3, key_seeds=3),
+}
+
+
+def plan_for(profile: str) -> Plan:
+    """The budget of a profile, or a ConfigError naming the profiles."""
+    if profile not in PLANS:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    return PLANS[profile]
+
+
+def experiment_config(profile: str = "cpu", real: bool = False, **overrides: Any) -> RunConfig:
+    """The profile's config with its plan's overrides (what every notebook runs), then `overrides`.
+
+    `real=True` starts from the `isaid512` preset (data from CISM_ISAID_ROOT) with the profile's
+    real-data budget.
+    """
+    plan = plan_for(profile)
+    if real:
+        cfg = replace(_load_profile("isaid512"), out_dir=_load_profile(profile).out_dir)
+        return replace(cfg, **{**plan.real_overrides, **overrides})
+    return _anchor_synthetic(replace(_load_profile(profile), **{**plan.overrides, **overrides}))
+
+
+def output_dir(kind: str, profile: str) -> Path:
+    """results/ or figures/ for cpu; results/<profile>/ for smoke and paper (kept apart)."""
+    if kind not in ("results", "figures"):
+        raise ValueError(f"kind must be results or figures, got {kind!r}")
+    base = ROOT / kind
+    return base if profile == "cpu" else base / profile
+
+
+def data_label(cfg: RunConfig) -> str:
+    """What a run's numbers were measured on, for table captions."""
+    return DATA_LABELS.get(cfg.data.dataset, cfg.data.dataset)
+
+
+def isaid_root() -> Path | None:
+    """The real iSAID patch folder named by CISM_ISAID_ROOT, or None."""
+    root = os.environ.get(ISAID_ENV)
+    return Path(root) if root else None
+
+
+# ----------------------------------------------------------------------------- table rows
+@dataclass(frozen=True)
+class Row:
+    """One configuration of a table: a label, dotted config overrides and the paper's row."""
+
+    label: str
+    overrides: Mapping[str, Any]
+    paper: int | None = None            # row index in the paper's CSV (None: no paper number)
+    key: bool = False                   # gets the plan's key_seeds
+
+
+BASELINE = {"model.method": "cian"}
+CISM: dict[str, Any] = {"model.method": "cism"}    # every module and loss: the config defaults
+NO_SLSC = ("ml", "csm", "nsc")
+MCSG = {"data.mcsg": True}
+
+
+def _cism(**switches: Any) -> dict[str, Any]:
+    """CISM overrides with some switches changed (keys without the 'model.' prefix)."""
+    return {**CISM, **{f"model.{k}": v for k, v in switches.items()}}
+
+
+TABLES: dict[str, list[Row]] = {
+    "table1": [Row("CAM", {"model.method": "cam"}), Row("CIAN", BASELINE, 2, key=True),
+               Row("CISM", CISM, 6, key=True)],
+    "table4": [Row("Baseline (CIAN)", BASELINE, 0, key=True),
+               Row("+PV", _cism(use_pie=False, use_slsc=False, losses=NO_SLSC), 1),
+               Row("+PV+PIE", _cism(use_slsc=False, losses=NO_SLSC), 2)],
+    "table5": [Row(f"eta={eta}", _cism(eta=eta), i, key=eta == 0.3)
+               for i, eta in enumerate((0.1, 0.3, 0.5, 0.7))],
+    "table6": [Row("CIAN", BASELINE, 0, key=True),
+               Row("CIAN +SLSC", _cism(use_pv=False, use_pie=False, losses=("ml", "sl")), 1),
+               Row("RPNet-like", _cism(use_pie=False, use_slsc=False, losses=("ml",)), 2),
+               Row("RPNet-like +SLSC", _cism(use_pie=False, losses=("ml", "sl")), 3),
+               Row("CISM", _cism(use_slsc=False, losses=NO_SLSC), 4),
+               Row("CISM +SLSC", CISM, 5, key=True)],
+    "table7": [Row("Baseline (CIAN)", BASELINE, 0, key=True), Row("Baseline +MCSG", {**BASELINE, **MCSG}, 1),
+               Row("CISM", CISM, 2, key=True), Row("CISM +MCSG", {**CISM, **MCSG}, 3)],
+    "table8": [Row("ml", {**_cism(use_slsc=False, losses=("ml",)), **MCSG}, 0),
+               Row("ml+sl", {**_cism(losses=("ml", "sl")), **MCSG}, 1),
+               Row("ml+sl+nsc", {**_cism(losses=("ml", "sl", "nsc")), **MCSG}, 2),
+               Row("ml+sl+csm", {**_cism(losses=("ml", "sl", "csm")), **MCSG}, 3),
+               Row("ml+sl+csm+nsc", {**CISM, **MCSG}, 4)],
+}
+
+
+def table_rows(table: str) -> list[Row]:
+    """The rows of a table, or a ConfigError listing the tables."""
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; choose one of {sorted(TABLES)}")
+    return TABLES[table]
+
+
+def row_config(row: Row, profile: str = "cpu", seed: int = 0, base: RunConfig | None = None,
+               table: str = "") -> RunConfig:
+    """The full config of one row and seed (on `base`, default the profile's experiment config)."""
+    base = experiment_config(profile) if base is None else base
+    name = f"{table}-{row.label}" if table else row.label
+    return replace(base, name=name, **{**row.overrides, "train.seed": seed})
+
+
+def planned_rows(table: str, profile: str) -> list[tuple[Row, list[int]]]:
+    """(row, seeds) the profile's plan runs for a table."""
+    plan = plan_for(profile)
+    subset = plan.rows.get(table)
+    cap = plan.max_seeds.get(table, plan.key_seeds)
+    return [(r, list(range(min(cap, plan.key_seeds if r.key else plan.seeds)))) for r in table_rows(table)
+            if subset is None or r.label in subset]
+
+
+# ----------------------------------------------------------------------------- running
+def _protocol_columns(cfg: RunConfig, rd: Path) -> dict[str, Any]:
+    """How a run's CAM metrics were measured: split, threshold split, scales, flip, CRF."""
+    train, val = cfg.data.train_split, cfg.data.val_split
+    path = rd / "metrics" / f"cam_{train}.json"
+    proto = json.loads(path.read_text()).get("protocol", {}) if path.is_file() else {}
+    return {"eval_split": proto.get("reported_split", train),
+            "threshold_selected_on": proto.get("threshold_selected_on", val),
+            "scales": ",".join(str(s) for s in (proto.get("scales") or cfg.cam.scales)),
+            "flip": bool(proto.get("flip", cfg.cam.flip)), "crf": bool(proto.get("crf", False))}
+
+
+def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path) -> dict[str, Any]:
+    """One line of a results frame: row, seed, run folder, data, protocol and scalar metrics."""
+    from cism_lib.pipeline import read_metrics
+
+    metrics = {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
+    return {"table": table, "row": row.label, "seed": seed, "run": rd.name, "run_dir": str(rd),
+            "data": data_label(cfg), **_protocol_columns(cfg, rd), **metrics}
+
+
+def run_rows(table: str, profile: str = "cpu", seeds: Sequence[int] | None = None,
+             stages: Sequence[str] = CAM_STAGES, progress: bool = True,
+             base: RunConfig | None = None) -> pd.DataFrame:
+    """Run (or reuse) every planned row × seed of a table; one line per run.
+
+    `seeds` overrides the plan's seeds for every row; `base` replaces the profile's experiment
+    config (e.g. `experiment_config(profile, real=True)` for the real tiles).
+    """
+    from tqdm.auto import tqdm
+
+    from cism_lib.pipeline import run_all
+
+    jobs = [(row, s) for row, plan_seeds in planned_rows(table, profile)
+            for s in (plan_seeds if seeds is None else seeds)]
+    records = []
+    for row, seed in tqdm(jobs, desc=table, disable=not progress):
+        cfg = row_config(row, profile, seed, base, table)
+        rd = run_all(cfg, stages=stages, progress=progress)
+        records.append(run_record(table, row, seed, cfg, rd))
+    return pd.DataFrame(records)
+
+
+def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
+    """df plus one column per class (the paper's abbreviations) from `<run>/metrics/<stem>.json`."""
+    out = df.copy()
+    columns: dict[str, list[float]] = {a: [] for a in ISAID.abbrev}
+    for rd in df["run_dir"]:
+        path = Path(rd) / "metrics" / f"{stem}.json"
+        m = json.loads(path.read_text()) if path.is_file() else {}
+        by_name = dict(zip(m.get("class_names", []), m.get("iou", [])))
+        for name, abbrev in zip(ISAID.names, ISAID.abbrev):
+            value = by_name.get(name)
+            columns[abbrev].append(math.nan if value is None else float(value))
+    for abbrev, values in columns.items():
+        out[abbrev] = values
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+DESCRIPTIVE = ("table", "data", "eval_split", "threshold_selected_on", "scales", "flip", "crf")
+
+
+def summarise(df: pd.DataFrame, metrics: Sequence[str], by: str = "row") -> pd.DataFrame:
+    """Mean and sample std (ddof=1; NaN for one seed) of each metric over seeds, one line per row."""
+    missing = [m for m in metrics if m not in df.columns]
+    if missing:
+        raise KeyError(f"metrics {missing} not in the frame (columns: {list(df.columns)})")
+    groups = df.groupby(by, sort=False)
+    out = pd.DataFrame({"n_seeds": groups.size()})
+    for m in metrics:
+        out[m] = groups[m].mean()
+        out[f"{m}_std"] = groups[m].std(ddof=1)
+    for col in DESCRIPTIVE:
+        if col in df.columns:
+            out[col] = groups[col].first()
+    return out.reset_index()
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """The paper's numbers (percent) for 'table1'..'table8', from cism_lib/paper_tables/."""
+    folder = Path(cism_lib.__file__).resolve().parent / "paper_tables"
+    hits = sorted(folder.glob(f"{name}_*.csv"))
+    if not hits:
+        raise ConfigError(f"no paper table {name!r} in {folder}")
+    return pd.read_csv(hits[0])
+
+
+def protocol_text(line: Mapping[str, Any]) -> str:
+    """A one-line protocol description of a summarised row."""
+    if not isinstance(line.get("eval_split"), str):
+        return "not run"
+    flip = " + flip" if line.get("flip") else ""
+    crf = "CRF" if line.get("crf") else "no CRF"
+    n = int(line.get("n_seeds", 0))
+    return (f"{line['eval_split']} split, threshold selected on {line['threshold_selected_on']}, "
+            f"scales {line['scales']}{flip}, {crf}, {n} seed{'s' if n != 1 else ''}")
+
+
+def _summary(ours: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Accept raw run_rows output or a summarise() frame; return the summary indexed by row."""
+    present = [m for m in metrics if m in ours.columns]
+    if ours.empty:
+        return pd.DataFrame(columns=["n_seeds", *present]).rename_axis("row")
+    summary = summarise(ours, present) if "seed" in ours.columns else ours
+    return summary.set_index("row")
+
+
+def compare(table: str, ours: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Paper and ours side by side for Tables 4-8 (percent); rows we did not run are NaN."""
+    if table in ("table1", "table2"):
+        return compare_table1(ours) if table == "table1" else compare_table2(ours)
+    metrics = dict(metrics or CAM_METRICS)
+    paper = paper_table(table)
+    summary = _summary(ours, list(metrics.values()))
+    lines = []
+    for row in table_rows(table):
+        line: dict[str, Any] = {"row": row.label}
+        for name in metrics:
+            line[f"paper {name}"] = (float(paper.iloc[row.paper][name])
+                                     if row.paper is not None and name in paper.columns else math.nan)
+        got = summary.loc[row.label] if row.label in summary.index else {}
+        for name, key in metrics.items():
+            line[f"ours {name}"] = 100 * float(got.get(key, math.nan))
+            line[f"ours {name} std"] = 100 * float(got.get(f"{key}_std", math.nan))
+        line["n_seeds"] = int(got.get("n_seeds", 0))
+        line["data"] = got.get("data", "not run")
+        line["protocol"] = protocol_text({**dict(got), "n_seeds": line["n_seeds"]})
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def compare_table1(ours: pd.DataFrame) -> pd.DataFrame:
+    """Per-class IoU (percent): the paper's line and ours for CAM, CIAN and CISM (NaN if absent).
+
+    `ours` must carry the class columns of `per_class_iou` (raw or summarised).
+    """
+    paper = paper_table("table1")
+    cols = [*ISAID.abbrev, "mIoU"]
+    src = ours.rename(columns={CAM_METRICS["mIoU"]: "mIoU"}) if not ours.empty else ours
+    summary = _summary(src, cols)
+    lines = []
+    for row in table_rows("table1"):
+        p = paper.iloc[row.paper] if row.paper is not None else {}
+        lines.append({"model": row.label, "source": "paper", "data": "iSAID (paper)",
+                      "protocol": "as published", "n_seeds": math.nan,
+                      **{c: float(p.get(c, math.nan)) for c in cols}})
+        got = summary.loc[row.label] if row.label in summary.index else {}
+        n = int(got.get("n_seeds", 0))
+        lines.append({"model": row.label, "source": "ours", "data": got.get("data", "not run"),
+                      "protocol": protocol_text({**dict(got), "n_seeds": n}), "n_seeds": n,
+                      **{c: 100 * float(got.get(c, math.nan)) for c in cols}})
+    return pd.DataFrame(lines)
+
+
+def compare_table2(ours: pd.DataFrame) -> pd.DataFrame:
+    """Image-level rows of Table 2 (DeepLab mIoU) beside our pseudo-mask and DeepLab mIoU (percent)."""
+    paper = paper_table("table2")
+    weak = paper[paper["supervision"] == "W(I)"].set_index("model")["mIoU"]
+    keys = {"pseudo mIoU": "pseudo_miou_train", "DeepLab mIoU": "seg_miou_val"}
+    summary = _summary(ours, list(keys.values()))
+    lines = []
+    for row in table_rows("table1"):
+        got = summary.loc[row.label] if row.label in summary.index else {}
+        line = {"model": row.label, "paper DeepLab mIoU": float(weak.get(row.label, math.nan))}
+        for name, key in keys.items():
+            line[f"ours {name}"] = 100 * float(got.get(key, math.nan))
+            line[f"ours {name} std"] = 100 * float(got.get(f"{key}_std", math.nan))
+        line["n_seeds"] = int(got.get("n_seeds", 0))
+        line["data"] = got.get("data", "not run")
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def write_table(df: pd.DataFrame, name: str, profile: str) -> Path:
+    """Write a table as results/[<profile>/]<name>.csv (fixed float format, no index)."""
+    path = output_dir("results", profile) / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from cism_lib.runtime import write_text_atomic
+
+    write_text_atomic(path, df.to_csv(index=False, float_format="%.4f"))
+    return path
+
+
+def styled(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Numbers rounded for display (the CSV keeps full precision)."""
+    return df.round(digits)
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+# The CAM figures of the paper as (table, row) pairs: Figure 7 baseline vs CISM, Figure 8 the
+# PV/PIE steps of Table 4, Figure 9 the SLSC comparison of Table 6.
+FIGURES: dict[str, list[tuple[str, str]]] = {
+    "figure7": [("table6", "CIAN"), ("table6", "CISM +SLSC")],
+    "figure8": [("table4", "Baseline (CIAN)"), ("table4", "+PV"), ("table4", "+PV+PIE")],
+    "figure9": [("table6", "CIAN"), ("table6", "RPNet-like"), ("table6", "CISM"), ("table6", "CISM +SLSC")],
+}
+
+
+def figure_runs(figure: str, profile: str) -> dict[str, RunConfig]:
+    """{row label: config (seed 0)} of a CAM figure, limited to the rows the profile's plan runs."""
+    out = {}
+    for table, label in FIGURES[figure]:
+        planned = {r.label: r for r, _ in planned_rows(table, profile)}
+        if label in planned:
+            out[label] = row_config(planned[label], profile, 0, table=table)
+    return out
+
+
+def run_configs(configs: Mapping[str, RunConfig], stages: Sequence[str] = CAM_STAGES,
+                progress: bool = True) -> dict[str, Path]:
+    """Run (or reuse) several configs; {name: run folder}."""
+    from cism_lib.pipeline import run_all
+
+    return {name: run_all(cfg, stages=stages, progress=progress) for name, cfg in configs.items()}
+
+
+def metrics_frame(folders: Mapping[str, Path]) -> pd.DataFrame:
+    """The scalar metrics of several run folders, one line per run."""
+    from cism_lib.pipeline import read_metrics
+
+    return pd.DataFrame({name: {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
+                         for name, rd in folders.items()}).T
+
+
+def prefer_gpu(cfg: RunConfig) -> RunConfig:
+    """The config on the GPU when there is one (the profile's device otherwise)."""
+    import torch
+
+    return replace(cfg, device="cuda") if torch.cuda.is_available() else cfg
+
+
+def dataset_labels(cfg: RunConfig, split: str | None = None, progress: bool = True) -> tuple[np.ndarray, Any]:
+    """(image-level labels bool [N, K], class set) of a split (default: the training split)."""
+    from cism_lib.pipeline import open_split
+
+    ds = open_split(cfg, split or cfg.data.train_split, progress=progress)
+    return np.asarray(ds.labels, dtype=bool), ds.classes
+
+
+def figure5_labels(profile: str, progress: bool = True) -> dict[str, np.ndarray]:
+    """Training labels of SynthAerial and, when CISM_ISAID_ROOT is set, of the real tiles."""
+    out = {"SynthAerial": dataset_labels(experiment_config(profile), progress=progress)[0]}
+    if isaid_root() is not None:
+        out["iSAID tiles"] = dataset_labels(experiment_config(profile, real=True), progress=progress)[0]
+    return out
+
+
+def statistics_tables(labels: Mapping[str, np.ndarray], max_bin: int = 5) -> dict[str, pd.DataFrame]:
+    """Category-count histogram and per-class image counts of each dataset, in long form."""
+    from cism_lib.data.stats import category_histogram, class_image_counts
+
+    cats = [category_histogram(l, max_bin).assign(dataset=n) for n, l in labels.items()]
+    classes = [class_image_counts(l, ISAID).assign(dataset=n) for n, l in labels.items()]
+    return {"categories": pd.concat(cats, ignore_index=True),
+            "classes": pd.concat(classes, ignore_index=True)}
+
+
+def mcsg_examples(cfg: RunConfig, n: int = 4, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """n MCSG mosaics (image, mask, label) of the training split (Figure 6)."""
+    from cism_lib.data.mcsg import MCSG
+    from cism_lib.pipeline import open_split
+
+    base = open_split(cfg, cfg.data.train_split)
+    mcsg = MCSG(base.labels, max_categories=cfg.data.mcsg_max_categories)
+    rng = np.random.default_rng(seed)
+    return [mcsg.make(base, rng) for _ in range(n)]
+
+
+def mcsg_distribution(cfg: RunConfig, n: int = 2000, seed: int = 0,
+                      prob: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of n training queries without and with MCSG (really stitched), for Figure 6."""
+    from cism_lib.data.mcsg import MCSG, mcsg_label_distribution
+    from cism_lib.pipeline import open_split
+
+    base = open_split(cfg, cfg.data.train_split)
+    mcsg = MCSG(base.labels, max_categories=cfg.data.mcsg_max_categories, prob=prob,
+                batch_size=cfg.train.batch_size)
+    before = mcsg_label_distribution(None, base.labels, n, np.random.default_rng(seed))
+    after = mcsg_label_distribution(mcsg, base.labels, n, np.random.default_rng(seed), base=base)
+    return before, after
+
+
+def read_history(rd: Path) -> pd.DataFrame:
+    """The per-epoch training log `<run>/train/log.jsonl` as a frame (empty when absent)."""
+    path = Path(rd) / "train" / "log.jsonl"
+    if not path.is_file():
+        return pd.DataFrame()
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def train_live(cfg: RunConfig, progress: bool = True) -> Path:
+    """Train the classifier of a run with a live loss plot (reuses a finished run); returns its folder.
+
+    Writes the same outputs and stage marker as `pipeline.run_all(cfg, stages=("train",))`.
+    """
+    from cism_lib import pipeline
+    from cism_lib.engine import train_classifier
+    from cism_lib.viz import LiveCurves
+
+    rd = pipeline.run_dir(cfg)
+    if pipeline.stage_done(rd, "train"):
+        return rd
+    pipeline.write_run_record(cfg, rd)
+    live = LiveCurves(read_history(rd).to_dict("records"))
+    model = train_classifier(cfg, pipeline.pair_dataset(cfg, progress), pipeline._num_fg(cfg),
+                             rd / "train", progress=progress, on_epoch=live.update)
+    history = model.train_history
+    pipeline.mark_done(rd, "train", {"epochs": len(history),
+                                     "final_loss": history[-1]["total"] if history else None,
+                                     "images_per_s": history[-1]["images_per_s"] if history else None})
+    live.close()
+    return rd
+
+
+def _image_order(labels: np.ndarray, n: int) -> list[int]:
+    """The n images with the most categories (ties by index): the interesting ones to show."""
+    counts = np.asarray(labels, dtype=bool).sum(axis=1)
+    return [int(i) for i in np.argsort(-counts, kind="stable")[:n]]
+
+
+def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
+                 indices: Sequence[int] | None = None, pseudo_of: str | None = None,
+                 crf: CrfConfig | None = None) -> list[dict[str, np.ndarray]]:
+    """Image, ground truth, each run's CAM and a CRF pseudo-mask for n images (Figures 7-9).
+
+    Runs must have finished the cams and eval stages. The pseudo-mask is made from the CAMs of
+    `pseudo_of` (default: the last run) with the threshold that run selected on the other split.
+    """
+    from cism_lib.cam import load_cam
+    from cism_lib.crf import pseudo_mask
+    from cism_lib.pipeline import open_split, read_metrics, run_dir
+
+    first = next(iter(runs.values()))
+    ds = open_split(first, split, progress=False)
+    idx = list(indices) if indices is not None else _image_order(ds.labels, n)
+    pseudo_of = pseudo_of or list(runs)[-1]
+    threshold = float(read_metrics(run_dir(runs[pseudo_of])).get(f"cam_threshold_{split}", 0.3))
+    samples = []
+    for i in idx:
+        image, gt = ds.read(i)
+        sample: dict[str, np.ndarray] = {"image": image, "ground truth": gt}
+        for name, cfg in runs.items():
+            cam, _ = load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[i]}.npz", ds.classes.num_foreground)
+            sample[f"{name} CAM"] = cam
+        cam, label = load_cam(run_dir(runs[pseudo_of]) / "cams" / split / f"{ds.ids[i]}.npz",
+                              ds.classes.num_foreground)
+        # A writable copy: pydensecrf rejects read-only buffers (as ds.read may return).
+        sample[f"pseudo-mask ({pseudo_of})"] = pseudo_mask(image.copy(), cam, label, crf or runs[pseudo_of].crf,
+                                                           bg_threshold=threshold)
+        samples.append(sample)
+    return samples
+
+
+def explore(cfg: RunConfig, split: str, index: int, class_id: int, bg_threshold: float,
+            crf: CrfConfig) -> dict[str, Any]:
+    """One image of a finished run: its CAM of a class, thresholded and CRF masks, and their IoU."""
+    from cism_lib.cam import cam_to_labels, load_cam
+    from cism_lib.crf import pseudo_mask
+    from cism_lib.metrics import ConfusionMatrix
+    from cism_lib.pipeline import open_split, run_dir
+
+    ds = open_split(cfg, split, progress=False)
+    image, gt = ds.read(index)
+    cam, label = load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[index]}.npz", ds.classes.num_foreground)
+    masks = {"CAM + threshold": cam_to_labels(cam, bg_threshold),
+             "CAM + CRF": pseudo_mask(image.copy(), cam, label, crf, bg_threshold=bg_threshold)}
+    ious = {}
+    for name, mask in masks.items():
+        cm = ConfusionMatrix(ds.classes.num_classes)
+        cm.update(gt, mask)
+        m = cm.compute()
+        ious[name] = {"mIoU": m["miou"], "class IoU": m["iou"][class_id]}
+    return {"id": ds.ids[index], "image": image, "gt": gt, "cam": cam[class_id - 1],
+            "class_id": class_id, "class_name": ds.classes.names[class_id],
+            "present": [ds.classes.names[k + 1] for k in np.flatnonzero(label)],
+            "masks": masks, "iou": ious, "classes": ds.classes}
+
+
+__all__ = [
+    "PROFILES", "TABLES", "PLANS", "Row", "Plan", "repo_root", "current_profile", "profile_config",
+    "experiment_config", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
+    "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
+    "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
+    "train_live", "cam_examples", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
+    "prefer_gpu", "isaid_root",
+]

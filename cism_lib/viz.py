@@ -1,0 +1,301 @@
+"""Figures of the paper (5-9) and training curves, as matplotlib Figures written deterministically.
+
+Every function builds a `matplotlib.figure.Figure` directly (no pyplot state, works under the Agg
+backend and headless); `save_figure` writes PNGs with a fixed dpi and no software/time metadata,
+so the same inputs give the same bytes.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cism_lib.classes import ISAID, ClassSet, index_to_rgb
+
+DPI = 100
+CAM_CMAP = "jet"
+
+
+class NotebookFigure(Figure):
+    """A Figure that shows itself as a PNG in Jupyter without pyplot or an inline backend."""
+
+    def _repr_png_(self) -> bytes:
+        """The figure as PNG bytes (what save_figure writes)."""
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+        return buf.getvalue()
+
+
+def _figure(ncols: int, nrows: int = 1, size: float = 3.0,
+            height: float | None = None) -> tuple[Figure, np.ndarray]:
+    """A Figure with an [nrows, ncols] array of axes."""
+    fig = NotebookFigure(figsize=(size * ncols, (height or size) * nrows), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def save_figure(fig: Figure, name: str, profile: str) -> Path:
+    """Write figures/[<profile>/]<name>.png (fixed dpi, no metadata); returns the path."""
+    from cism_lib.experiments import output_dir
+    from cism_lib.runtime import atomic_path
+
+    path = output_dir("figures", profile) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+# ----------------------------------------------------------------------------- overlays
+def mask_overlay(image: np.ndarray, mask: np.ndarray, classes: ClassSet = ISAID,
+                 alpha: float = 0.6) -> np.ndarray:
+    """uint8 [H,W,3]: the image with class colours blended in (background pixels left as they are)."""
+    colour = index_to_rgb(mask, classes).astype(np.float32)
+    fg = ((mask > 0) & (mask != 255))[..., None]
+    out = np.where(fg, (1 - alpha) * image + alpha * colour, image)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def cam_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 [H,W,3]: the image blended with a jet colour map of a CAM (max over classes if [K,H,W])."""
+    from matplotlib import colormaps
+
+    heat = cam.max(axis=0) if cam.ndim == 3 else cam
+    rgb = colormaps[CAM_CMAP](np.clip(heat, 0, 1))[..., :3] * 255
+    return ((1 - alpha) * image + alpha * rgb).clip(0, 255).astype(np.uint8)
+
+
+def _panel_image(image: np.ndarray, value: np.ndarray, classes: ClassSet) -> np.ndarray:
+    """Render one panel: an RGB image as is, a float CAM as a heatmap, a 2-D id map as an overlay."""
+    if value.ndim == 3 and value.shape[-1] == 3 and value.dtype == np.uint8:
+        return value
+    if np.issubdtype(value.dtype, np.floating):
+        return cam_heatmap(image, value)
+    return mask_overlay(image, value, classes)
+
+
+def cam_panel(samples: Sequence[Mapping[str, np.ndarray]], classes: ClassSet = ISAID,
+              columns: Sequence[str] | None = None, size: float = 2.2) -> Figure:
+    """One row per sample: image, ground truth, CAMs (heatmaps) and masks (palette overlays).
+
+    Each sample maps a column title to an array: uint8 [H,W,3] image, float [K,H,W] or [H,W]
+    CAM, or uint8 [H,W] class-id mask; "image" is required (the background of the overlays).
+    """
+    columns = list(columns or samples[0].keys())
+    fig, axes = _figure(len(columns), len(samples), size)
+    for r, sample in enumerate(samples):
+        for c, title in enumerate(columns):
+            ax = axes[r, c]
+            ax.imshow(_panel_image(sample["image"], sample[title], classes), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    _legend(fig, samples, classes)
+    return fig
+
+
+def _legend(fig: Figure, samples: Sequence[Mapping[str, np.ndarray]], classes: ClassSet) -> None:
+    """A legend of the classes that occur in any mask of the samples."""
+    from matplotlib.patches import Patch
+
+    ids: set[int] = set()
+    for s in samples:
+        for key, v in s.items():
+            if key != "image" and v.ndim == 2 and v.dtype == np.uint8:
+                ids |= {int(k) for k in np.unique(v) if 0 < k < classes.num_classes}
+    handles = [Patch(color=np.asarray(classes.palette[k]) / 255, label=classes.names[k]) for k in sorted(ids)]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
+
+
+# ----------------------------------------------------------------------------- data figures
+def _range_fraction(labels: np.ndarray, key: str) -> float:
+    """Fraction of images whose category count falls in a Figure-5 range key ('1', '2-3', '4+')."""
+    from cism_lib.data.stats import category_fraction
+
+    return category_fraction(labels, key)
+
+
+def figure5(labels: Mapping[str, np.ndarray], paper: Mapping[str, Mapping[str, float]] | None = None,
+            max_bin: int = 5) -> Figure:
+    """Figure 5: share of images per number of categories, ours beside the paper's iSAID and VOC.
+
+    Left: the histogram of each dataset. Right: the ranges the paper states ('1', '2-3', '4+'
+    for iSAID; '1', '3+' for VOC), ours measured and the paper's as stated.
+    """
+    from cism_lib.data.stats import PAPER_FIGURE5, category_histogram
+
+    paper = PAPER_FIGURE5 if paper is None else paper
+    fig, axes = _figure(2, 1, 4.2, 3.2)
+    ax = axes[0, 0]
+    width = 0.8 / max(len(labels), 1)
+    for j, (name, lab) in enumerate(labels.items()):
+        h = category_histogram(lab, max_bin)
+        x = np.arange(len(h)) + (j - (len(labels) - 1) / 2) * width
+        ax.bar(x, 100 * h["fraction"], width, label=f"{name} (n={len(lab)})")
+    ax.set_xticks(np.arange(max_bin + 1), [str(i) for i in range(max_bin)] + [f"{max_bin}+"])
+    ax.set_xlabel("categories per image")
+    ax.set_ylabel("% of images")
+    ax.legend(fontsize=8)
+    ax.set_title("ours", fontsize=10)
+    _figure5_ranges(axes[0, 1], labels, paper)
+    return fig
+
+
+def _figure5_ranges(ax: Any, labels: Mapping[str, np.ndarray], paper: Mapping[str, Mapping[str, float]]) -> None:
+    """Grouped bars over the paper's ranges: each of our datasets and the paper's values."""
+    keys = list(dict.fromkeys(k for ref in paper.values() for k in ref))
+    series = {name: [100 * _range_fraction(lab, k) for k in keys] for name, lab in labels.items()}
+    for name, ref in paper.items():
+        series[f"paper {name}"] = [100 * ref[k] if k in ref else np.nan for k in keys]
+    width = 0.8 / max(len(series), 1)
+    for j, (name, values) in enumerate(series.items()):
+        x = np.arange(len(keys)) + (j - (len(series) - 1) / 2) * width
+        ax.bar(x, values, width, label=name, hatch="//" if name.startswith("paper") else None)
+    ax.set_xticks(np.arange(len(keys)), keys)
+    ax.set_xlabel("categories per image (ranges stated in the paper)")
+    ax.set_ylabel("% of images")
+    ax.legend(fontsize=8)
+    ax.set_title("paper's Figure 5 (as stated in its text) vs ours", fontsize=10)
+
+
+def class_counts_figure(counts: pd.DataFrame) -> Figure:
+    """Images per class (horizontal bars), one colour per dataset (long frame from statistics_tables)."""
+    fig, axes = _figure(1, 1, 7.0, 4.0)
+    ax = axes[0, 0]
+    names = list(dict.fromkeys(counts["name"]))
+    datasets = list(dict.fromkeys(counts["dataset"]))
+    height = 0.8 / max(len(datasets), 1)
+    for j, d in enumerate(datasets):
+        sub = counts[counts["dataset"] == d].set_index("name").reindex(names)
+        y = np.arange(len(names)) + (j - (len(datasets) - 1) / 2) * height
+        ax.barh(y, 100 * sub["fraction"], height, label=d)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of images containing the class")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def figure6_mosaics(mosaics: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], classes: ClassSet = ISAID,
+                    before: np.ndarray | None = None, after: np.ndarray | None = None,
+                    max_bin: int = 5) -> Figure:
+    """Figure 6: MCSG mosaics (image over mask) and, given label arrays, categories per image before/after."""
+    from cism_lib.data.stats import category_histogram
+
+    extra = int(before is not None and after is not None)
+    fig, axes = _figure(len(mosaics) + extra, 2, 2.4)
+    for j, (image, mask, label) in enumerate(mosaics):
+        axes[0, j].imshow(image)
+        axes[1, j].imshow(mask_overlay(image, mask, classes), interpolation="nearest")
+        axes[0, j].set_title(f"mosaic {j + 1}: {int(np.sum(label))} classes", fontsize=9)
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if extra:
+        gs = axes[0, -1].get_subplotspec().get_gridspec()
+        for ax in axes[:, -1]:
+            ax.remove()
+        ax = fig.add_subplot(gs[:, -1])
+        hb, ha = category_histogram(before, max_bin), category_histogram(after, max_bin)
+        x = np.arange(len(hb))
+        ax.bar(x - 0.2, 100 * hb["fraction"], 0.4, label="before MCSG")
+        ax.bar(x + 0.2, 100 * ha["fraction"], 0.4, label="with MCSG")
+        ax.set_xticks(x, list(hb["n_categories"]))
+        ax.set_xlabel("categories per training query")
+        ax.set_ylabel("% of queries")
+        ax.legend(fontsize=8)
+    return fig
+
+
+# ----------------------------------------------------------------------------- curves and tables
+def training_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
+                    keys: Sequence[str] | None = None) -> Figure:
+    """Loss terms per epoch (one panel per term), one line per run."""
+    if isinstance(histories, pd.DataFrame):
+        histories = {"run": histories}
+    histories = {n: pd.DataFrame(h) for n, h in histories.items()}
+    if keys is None:
+        cols = [c for h in histories.values() for c in h.columns]
+        keys = [c for c in dict.fromkeys(cols) if c in ("total", "ml", "sl", "csm", "nsc")]
+    keys = list(keys) or ["total"]
+    fig, axes = _figure(len(keys), 1, 3.0, 2.6)
+    for ax, key in zip(axes[0], keys):
+        for name, h in histories.items():
+            if key in h.columns and len(h):
+                ax.plot(h["epoch"] + 1 if "epoch" in h.columns else np.arange(1, len(h) + 1),
+                        h[key], marker="o", label=name)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("epoch")
+    if len(histories) > 1:
+        axes[0, 0].legend(fontsize=8)
+    return fig
+
+
+class LiveCurves:
+    """Training curves that redraw in the notebook after each epoch (a no-op outside IPython)."""
+
+    def __init__(self, history: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.history = [dict(h) for h in history]
+        self.handle = None
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+
+            if get_ipython() is not None:
+                self.handle = display(training_curves(pd.DataFrame(self.history or [{"epoch": 0}])),
+                                      display_id=True)
+        except ImportError:
+            pass
+
+    def update(self, record: Mapping[str, Any]) -> None:
+        """Add one epoch's record and redraw."""
+        self.history.append(dict(record))
+        if self.handle is not None:
+            self.handle.update(training_curves(pd.DataFrame(self.history)))
+
+    def close(self) -> None:
+        """Nothing to release (kept for symmetry with progress bars)."""
+
+
+def comparison_bars(table: pd.DataFrame, metric: str = "mIoU") -> Figure:
+    """Paper vs ours (with std error bars) per row of a compare() frame."""
+    fig, axes = _figure(1, 1, max(4.0, 1.1 * len(table)), 3.0)
+    ax = axes[0, 0]
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table[f"paper {metric}"], 0.4, label="paper (iSAID)", hatch="//")
+    ran = sorted(set(map(str, table["data"])) - {"not run"})
+    ax.bar(x + 0.2, table[f"ours {metric}"], 0.4, yerr=table[f"ours {metric} std"].fillna(0),
+           label=f"ours ({', '.join(ran) or 'not run'})")
+    ax.set_xticks(x, list(table["row"]), rotation=20, fontsize=8)
+    ax.set_ylabel(f"{metric} (%)")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8)
+    return fig
+
+
+def explore_panel(result: Mapping[str, Any]) -> Figure:
+    """Image, ground truth, the chosen class's CAM and both masks of `experiments.explore`, with IoUs."""
+    classes = result["classes"]
+    image = result["image"]
+    fig, axes = _figure(3 + len(result["masks"]), 1, 2.6)
+    panels = [("image", image), ("ground truth", mask_overlay(image, result["gt"], classes)),
+              (f"CAM: {result['class_name']}", cam_heatmap(image, result["cam"]))]
+    for name, mask in result["masks"].items():
+        iou = result["iou"][name]
+        panels.append((f"{name}\nmIoU {100 * iou['mIoU']:.1f}, {result['class_name']} "
+                       f"{100 * iou['class IoU']:.1f}", mask_overlay(image, mask, classes)))
+    for ax, (title, img) in zip(axes[0], panels):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+__all__ = ["save_figure", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
+           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "explore_panel"]
