@@ -147,8 +147,10 @@ def evaluate_cams(cam_dir: str | Path, dataset_eval: Any, dataset_select: Any,
     """
     sweep = sweep_threshold(select_cam_dir or cam_dir, dataset_select, thresholds)
     t = float(sweep["threshold"].iloc[int(sweep["miou"].fillna(-1).to_numpy().argmax())])
-    cm = _sweep_matrices(cam_dir, dataset_eval, [t])[0]
+    cm, all_bg = _sweep_matrices(cam_dir, dataset_eval, [t, math.inf])
     metrics = with_class_names(cm.compute(), dataset_eval.classes.names)
+    # The chance line every CAM score should clear: predicting background everywhere.
+    metrics["all_background_miou"] = all_bg.compute()["miou"]
     protocol = {"threshold_selected_on": select_split or _split_name(dataset_select),
                 "threshold": t, "reported_split": eval_split or _split_name(dataset_eval),
                 **_cam_meta(Path(cam_dir)), "crf": False}

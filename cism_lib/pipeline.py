@@ -181,6 +181,7 @@ def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
         write_metrics(m, rd / "metrics", f"cam_{report}")
         summary[f"cam_miou_{report}"], summary[f"cam_oa_{report}"] = m["miou"], m["oa"]
         summary[f"cam_threshold_{report}"] = m["protocol"]["threshold"]
+        summary[f"all_background_miou_{report}"] = m["all_background_miou"]
     update_metrics(rd, **summary)
     return summary
 

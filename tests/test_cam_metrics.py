@@ -267,6 +267,8 @@ def test_threshold_chosen_on_selection_split(tmp_path) -> None:
     assert result["oa"] == pytest.approx(0.6)
     assert result["iou_by_class"]["red"] == pytest.approx(3 / 7)
     assert result["miou"] < sweep_rep.miou.max()  # the honest number is below the peeked one
+    # all background: background IoU 3/10 (3 of 10 columns), class 1 IoU 0 → mIoU 0.15
+    assert result["all_background_miou"] == pytest.approx(0.15)
 
 
 def test_write_metrics(tmp_path) -> None:
