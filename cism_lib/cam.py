@@ -71,8 +71,8 @@ def save_cam(path: str | Path, cam: np.ndarray | torch.Tensor, label: np.ndarray
     present = np.flatnonzero(label.reshape(-1) > 0)
     keys = (present + 1).astype(np.int16)
     cams = cam[present].astype(np.float16)
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, keys=keys, cams=cams)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: numpy adds no suffix
+        np.savez_compressed(f, keys=keys, cams=cams)
 
 
 def load_cam(path: str | Path, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
