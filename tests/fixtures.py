@@ -125,3 +125,14 @@ def expected_labels(masks: list[np.ndarray], classes: ClassSet, min_pixels: int 
             if 1 <= v <= classes.num_foreground and c >= min_pixels:
                 out[i, v - 1] = True
     return out
+
+
+def interior(mask: np.ndarray, radius: int) -> np.ndarray:
+    """bool [H,W]: the mask is constant on the (2r+1)^2 window around the pixel."""
+    h, w = mask.shape
+    pad = np.pad(mask.astype(np.int32), radius, constant_values=-1)
+    ok = np.ones((h, w), dtype=bool)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            ok &= pad[dy:dy + h, dx:dx + w] == mask
+    return ok

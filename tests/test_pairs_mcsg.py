@@ -12,6 +12,7 @@ from cism_lib.classes import ClassSet
 from cism_lib.data.mcsg import MCSG, mask_classes, mcsg_label_distribution, mosaic
 from cism_lib.data.pairs import PairDataset, SingleDataset, pair_label_sets
 from cism_lib.data.transforms import EvalTransform, TrainTransform
+from tests.fixtures import interior
 
 # Pixel colour encodes the class, so alignment can be checked from the image alone.
 PALETTE = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255))
@@ -53,17 +54,6 @@ class FakeSeg:
 
     def image_path(self, i: int) -> Path:
         return Path(f"/fake/{self.ids[i]}.png")
-
-
-def interior(mask: np.ndarray, radius: int) -> np.ndarray:
-    """bool [H,W]: the mask is constant on the (2r+1)^2 window around the pixel."""
-    h, w = mask.shape
-    pad = np.pad(mask.astype(np.int32), radius, constant_values=-1)
-    ok = np.ones((h, w), dtype=bool)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            ok &= pad[dy:dy + h, dx:dx + w] == mask
-    return ok
 
 
 # ---------------------------------------------------------------- pair_label_sets

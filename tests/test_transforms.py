@@ -9,6 +9,7 @@ from cism_lib.classes import IGNORE_INDEX
 from cism_lib.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform,
                                       denormalize, normalization_for)
 from cism_lib.errors import ConfigError
+from tests.fixtures import interior
 
 # Pixel colour encodes the class, so alignment can be checked from the image alone.
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], np.uint8)
@@ -18,17 +19,6 @@ def block_mask(h: int, w: int, block: int = 6) -> np.ndarray:
     """A mask of block x block squares with classes 0..4 in an irregular pattern."""
     yy, xx = np.mgrid[:h, :w]
     return (((yy // block) * 3 + (xx // block) * 2 + (yy // block) * (xx // block)) % 5).astype(np.uint8)
-
-
-def interior(mask: np.ndarray, radius: int) -> np.ndarray:
-    """bool [H,W]: the mask is constant on the (2r+1)^2 window around the pixel."""
-    h, w = mask.shape
-    pad = np.pad(mask.astype(np.int32), radius, constant_values=-1)
-    ok = np.ones((h, w), dtype=bool)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            ok &= pad[dy:dy + h, dx:dx + w] == mask
-    return ok
 
 
 def test_normalization_for_backbones() -> None:
