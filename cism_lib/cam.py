@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cism_lib.config import CamConfig
+from cism_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cism_lib.errors import ConfigError, DataError
 from cism_lib.runtime import atomic_path, write_text_atomic
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -106,8 +105,7 @@ def cam_to_labels(cam: np.ndarray, bg_threshold: float) -> np.ndarray:
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 [H,W,3] RGB → float32 [3,H,W] with (x / 255 - mean) / std."""
-    x = torch.from_numpy(np.array(image, order="C")).permute(2, 0, 1).float() / 255.0
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    return torch.from_numpy(np.ascontiguousarray(normalize(image, mean, std).transpose(2, 0, 1)))
 
 
 Raw = tuple[int, np.ndarray, np.ndarray]
