@@ -50,7 +50,7 @@ class BenchSettings:
     workers: int = 0                                 # DataLoader workers with --with-data
     cam_images: int = 8                              # images per multi-scale CAM call
     cam_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
-    crf_images: int = 16                             # pseudo-masks made by each of single / pool
+    crf_images: int = 64                             # pseudo-masks made by each of single / pool
     crf_size: int = 0                                # CRF image side; 0 = size
     crf_workers: int = 0                             # pool size; 0 = all cores
     synth_images: int = 16

@@ -543,7 +543,7 @@ def train_live(cfg: RunConfig, progress: bool = True) -> Path:
         return rd
     pipeline.write_run_record(cfg, rd)
     live = LiveCurves(read_history(rd).to_dict("records"))
-    model = train_classifier(cfg, pipeline.pair_dataset(cfg, progress), pipeline._num_fg(cfg),
+    model = train_classifier(cfg, pipeline.pair_dataset(cfg, progress), pipeline.num_foreground(cfg),
                              rd / "train", progress=progress, on_epoch=live.update)
     history = model.train_history
     pipeline.mark_done(rd, "train", {"epochs": len(history),

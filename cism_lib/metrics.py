@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cism_lib.cam import load_cam
-from cism_lib.runtime import write_text_atomic
+from cism_lib.runtime import write_json_atomic, write_text_atomic
 from cism_lib.classes import IGNORE_INDEX
 from cism_lib.errors import DataError
 
@@ -157,19 +157,6 @@ def evaluate_cams(cam_dir: str | Path, dataset_eval: Any, dataset_select: Any,
     return {"protocol": protocol, **metrics, "sweep": sweep.to_dict(orient="records")}
 
 
-def _json_safe(x: Any) -> Any:
-    """NaN/inf → None, numpy scalars → Python, recursively."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str) -> tuple[Path, Path]:
     """Write `<stem>.json` (everything, NaN → null) and `<stem>_per_class.csv`; returns both paths."""
     import pandas as pd
@@ -181,6 +168,6 @@ def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str) -> tu
     if "acc" in metrics:
         table["acc"] = metrics["acc"]
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}_per_class.csv"
-    write_text_atomic(json_path, json.dumps(_json_safe(metrics), indent=2))
+    write_json_atomic(json_path, metrics)
     write_text_atomic(csv_path, table.to_csv(index=False))
     return json_path, csv_path

@@ -129,7 +129,7 @@ def _device(cfg: RunConfig):
     return resolve_device(cfg.device, dist_info().local_rank)
 
 
-def _num_fg(cfg: RunConfig) -> int:
+def num_foreground(cfg: RunConfig) -> int:
     """Foreground classes of the configured dataset."""
     from cism_lib.classes import ISAID, VOC
 
@@ -141,7 +141,7 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
     from cism_lib.engine import train_classifier
 
     pairs = pair_dataset(cfg, progress)
-    model = train_classifier(cfg, pairs, _num_fg(cfg), rd / "train", resume=resume, progress=progress)
+    model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress)
     history = model.train_history
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
@@ -158,7 +158,7 @@ def stage_cams(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
     from cism_lib.engine import CKPT_NAME, load_classifier
 
     device = _device(cfg)
-    model = load_classifier(cfg, _num_fg(cfg), rd / "train" / CKPT_NAME, device)
+    model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
     mean, std = normalization(cfg)
     counts = {}
     for split in _eval_splits(cfg):
@@ -218,7 +218,7 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
     pseudo = PseudoMaskDataset(open_split(cfg, train, progress=progress), rd / "pseudo" / train, tf)
     ds_val = open_split(cfg, val, transform=EvalTransform(mean, std), progress=progress)
     device = _device(cfg)
-    model = build_segmenter(cfg.seg, _num_fg(cfg) + 1)
+    model = build_segmenter(cfg.seg, num_foreground(cfg) + 1)
     train_segmenter(model, pseudo, cfg.seg, device, rd / "seg", progress=progress, seed=cfg.train.seed)
     m = evaluate_segmenter(model, ds_val, device, split=val)
     write_metrics(m, rd / "metrics", f"seg_{val}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -87,17 +88,26 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (indented, NaN allowed as null-safe floats)."""
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Write JSON atomically (indented; through `json_safe`, so NaN/inf become null)."""
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
-    """Make numpy scalars and paths JSON-serialisable."""
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
+def json_safe(x: Any) -> Any:
+    """A JSON-serialisable copy of `x`: numpy scalars/arrays → Python, NaN/inf → None, paths → str.
+
+    The one sanitiser for every JSON file the library writes (run records, metrics, bench).
+    """
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # numpy scalar or array
+        return json_safe(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return str(x)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

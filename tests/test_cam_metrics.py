@@ -281,3 +281,17 @@ def test_write_metrics(tmp_path) -> None:
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "class_id,class,iou,acc" and lines[2].startswith("1,red,0.5,0.5")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam_eval.json", "cam_eval_per_class.csv"]
+
+
+def test_json_safe_is_strict_json(tmp_path) -> None:
+    from pathlib import Path
+
+    from cism_lib.runtime import json_safe, write_json_atomic
+
+    data = {"a": np.float32(0.5), "b": [math.nan, np.inf, np.int64(3)], 2: np.array([1, 2]),
+            "p": Path("x/y"), "t": (True, None), "m": np.bool_(False)}
+    assert json_safe(data) == {"a": 0.5, "b": [None, None, 3], "2": [1, 2], "p": "x/y",
+                               "t": [True, None], "m": False}
+    write_json_atomic(tmp_path / "r.json", data)
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text and json.loads(text)["b"] == [None, None, 3]
