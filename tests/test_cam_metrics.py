@@ -295,3 +295,18 @@ def test_json_safe_is_strict_json(tmp_path) -> None:
     write_json_atomic(tmp_path / "r.json", data)
     text = (tmp_path / "r.json").read_text()
     assert "NaN" not in text and "Infinity" not in text and json.loads(text)["b"] == [None, None, 3]
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path) -> None:
+    import os
+    import stat
+
+    from cism_lib.runtime import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary left behind
