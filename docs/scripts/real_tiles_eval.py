@@ -19,18 +19,25 @@ ROOT = os.environ["CISM_ISAID_ROOT"]  # the real tiles: never a hard-coded path
 SHARED = {"data.root": ROOT, "data.max_train": 600, "data.crop_size": 256, "train.epochs": 3,
           "train.lr": 0.005, "train.backbone_lr_mult": 0.1, "seg.enabled": False,
           "data.workers": 0, "out_dir": "runs/real"}
-torch.set_num_threads(2)
-train, val = SegFolder(ROOT, "train", max_items=300), SegFolder(ROOT, "val", max_items=300)
-for method in sys.argv[1:]:
-    cfg = load_config("configs/isaid512.yaml", {**SHARED, "model.method": method})
-    rd = pipeline.run_dir(cfg)
-    model = load_classifier(cfg, 15, rd / "train" / CKPT_NAME, torch.device("cpu"))
-    mean, std = pipeline.normalization(cfg)
-    for name, ds in (("train", train), ("val", val)):
-        make_cams(model, ds, rd / "cams" / name, cfg.cam, "cpu", progress=False, mean=mean, std=std)
-    for (rep, rds), (sel, sds) in ((("val", val), ("train", train)), (("train", train), ("val", val))):
-        m = evaluate_cams(rd / "cams" / rep, rds, sds, cfg.cam.thresholds, select_cam_dir=rd / "cams" / sel,
-                          eval_split=f"{rep} (first {len(rds)})", select_split=f"{sel} (first {len(sds)})")
-        write_metrics(m, rd / "metrics", f"cam_{rep}_subset")
-        print(method, rep, f"mIoU {m['miou']:.4f} OA {m['oa']:.4f} all-background {m['all_background_miou']:.4f}"
-              f" threshold {m['protocol']['threshold']}", flush=True)
+
+
+def main(methods):
+    torch.set_num_threads(2)
+    train, val = SegFolder(ROOT, "train", max_items=300), SegFolder(ROOT, "val", max_items=300)
+    for method in methods:
+        cfg = load_config("configs/isaid512.yaml", {**SHARED, "model.method": method})
+        rd = pipeline.run_dir(cfg)
+        model = load_classifier(cfg, 15, rd / "train" / CKPT_NAME, torch.device("cpu"))
+        mean, std = pipeline.normalization(cfg)
+        for name, ds in (("train", train), ("val", val)):
+            make_cams(model, ds, rd / "cams" / name, cfg.cam, "cpu", progress=False, mean=mean, std=std)
+        for (rep, rds), (sel, sds) in ((("val", val), ("train", train)), (("train", train), ("val", val))):
+            m = evaluate_cams(rd / "cams" / rep, rds, sds, cfg.cam.thresholds, select_cam_dir=rd / "cams" / sel,
+                              eval_split=f"{rep} (first {len(rds)})", select_split=f"{sel} (first {len(sds)})")
+            write_metrics(m, rd / "metrics", f"cam_{rep}_subset")
+            print(method, rep, f"mIoU {m['miou']:.4f} OA {m['oa']:.4f} all-background {m['all_background_miou']:.4f}"
+                  f" threshold {m['protocol']['threshold']}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
