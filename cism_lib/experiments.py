@@ -255,8 +255,14 @@ def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path) -> dic
     from cism_lib.pipeline import read_metrics
 
     metrics = {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
-    return {"table": table, "row": row.label, "seed": seed, "run": rd.name, "run_dir": str(rd),
+    return {"table": table, "row": row.label, "seed": seed, "run": rd.name, "run_dir": _portable(rd),
             "data": data_label(cfg), **_protocol_columns(cfg, rd), **metrics}
+
+
+def _portable(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (committed CSVs name no machine)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_rows(table: str, profile: str = "cpu", seeds: Sequence[int] | None = None,
@@ -286,7 +292,7 @@ def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
     out = df.copy()
     columns: dict[str, list[float]] = {a: [] for a in ISAID.abbrev}
     for rd in df["run_dir"]:
-        path = Path(rd) / "metrics" / f"{stem}.json"
+        path = ROOT / rd / "metrics" / f"{stem}.json"  # relative run_dir: under the repository
         m = json.loads(path.read_text()) if path.is_file() else {}
         by_name = dict(zip(m.get("class_names", []), m.get("iou", [])))
         for name, abbrev in zip(ISAID.names, ISAID.abbrev):

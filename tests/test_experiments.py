@@ -189,3 +189,8 @@ def test_cam_panel_renders_cams_and_masks() -> None:
     cam = np.zeros((15, 8, 8), dtype=np.float32)
     fig = viz.cam_panel([{"image": image, "ground truth": mask, "CAM": cam}])
     assert len(fig.axes) == 3 and fig.axes[2].get_title() == "CAM"
+
+
+def test_run_paths_in_tables_are_repo_relative_so_committed_csvs_name_no_machine(tmp_path) -> None:
+    assert ex._portable(ex.ROOT / "runs" / "cism-0123456789") == "runs/cism-0123456789"
+    assert ex._portable(tmp_path / "runs" / "x") == str((tmp_path / "runs" / "x").resolve())
