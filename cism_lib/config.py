@@ -96,7 +96,11 @@ class CamConfig:
 
 @dataclass(frozen=True)
 class CrfConfig:
-    """Dense-CRF refinement (defaults from the WSSS literature)."""
+    """Dense-CRF refinement (defaults from the WSSS literature).
+
+    The sxy widths are pixels of a 500-pixel image (the VOC scale the defaults come from);
+    crf.kernel_sxy scales them to each image's shorter side.
+    """
 
     enabled: bool = True
     gauss_sxy: float = 3.0

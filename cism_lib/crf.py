@@ -23,6 +23,17 @@ from cism_lib.metrics import ConfusionMatrix, with_class_names
 from cism_lib.runtime import atomic_path
 
 PROB_CLIP = 1e-5  # the unary is -log(max(p, PROB_CLIP)), as pydensecrf.utils.unary_from_softmax
+# The literature's kernel widths (Gaussian sxy 3, bilateral sxy 80) are in pixels of PASCAL VOC
+# images (~500 px a side); they are scaled to the image's shorter side. Unscaled, sxy 80 spans
+# most of a 192² SynthAerial scene and the bilateral term erased the CAM foreground
+# (pseudo-masks 98 % background against 90 % in the ground truth; see docs/results.md).
+REF_SIDE = 500.0
+
+
+def kernel_sxy(cfg: CrfConfig, height: int, width: int) -> tuple[float, float]:
+    """(Gaussian sxy, bilateral sxy) in pixels of an image of this size: cfg's values × side / 500."""
+    scale = min(height, width) / REF_SIDE
+    return cfg.gauss_sxy * scale, cfg.bi_sxy * scale
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: CrfConfig = CrfConfig()) -> np.ndarray:
@@ -35,8 +46,9 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: CrfConfig = CrfConfig()
     crf = dcrf.DenseCRF2D(w, h, c)
     unary = -np.log(np.clip(probs, PROB_CLIP, 1.0)).reshape(c, -1)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=cfg.gauss_sxy, compat=cfg.gauss_compat)
-    crf.addPairwiseBilateral(sxy=cfg.bi_sxy, srgb=cfg.bi_srgb,
+    gauss_sxy, bi_sxy = kernel_sxy(cfg, h, w)
+    crf.addPairwiseGaussian(sxy=gauss_sxy, compat=cfg.gauss_compat)
+    crf.addPairwiseBilateral(sxy=bi_sxy, srgb=cfg.bi_srgb,
                              rgbim=np.array(image, dtype=np.uint8, order="C"),  # writable copy
                              compat=cfg.bi_compat)
     q = crf.inference(cfg.iterations)

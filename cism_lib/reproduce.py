@@ -8,6 +8,11 @@ import time
 from pathlib import Path
 
 PROFILES = ("smoke", "cpu", "paper")
+# Seconds one cell may run before papermill gives up on it. The cpu profile's longest cell (a
+# table's training runs) took about 10 minutes on 2 cores; papermill/nbclient can, rarely, wait
+# forever on a kernel that has gone idle (nteract/papermill#711; seen once in 11_explore here),
+# and a timed-out notebook is run once more (finished runs are cached, so that is quick).
+CELL_TIMEOUT = {"smoke": 900, "cpu": 3600, "paper": None}
 
 
 def notebooks(folder: Path, only: str | None = None) -> list[Path]:
@@ -16,19 +21,34 @@ def notebooks(folder: Path, only: str | None = None) -> list[Path]:
     return [p for p in books if only is None or only in p.name]
 
 
-def run_notebook(path: Path, out_dir: Path, profile: str) -> float:
-    """Execute one notebook with papermill; a failure names the notebook and cell."""
+def run_notebook(path: Path, out_dir: Path, profile: str, cell_timeout: float | None = None,
+                 attempts: int = 2) -> float:
+    """Execute one notebook with papermill; a failure names the notebook and cell.
+
+    A cell that runs past `cell_timeout` seconds makes the notebook run again (up to `attempts`
+    times in all) before it counts as a failure.
+    """
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
 
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["CISM_PROFILE"] = profile
     t0 = time.perf_counter()
-    try:
-        pm.execute_notebook(str(path), str(out_dir / path.name), kernel_name="python3",
-                            cwd=str(path.parent), progress_bar=False, log_output=False)
-    except pm.PapermillExecutionError as exc:
-        raise SystemExit(f"FAILED {path} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
-                         f"executed copy with the traceback: {out_dir / path.name}") from None
+    for attempt in range(1, attempts + 1):
+        try:
+            pm.execute_notebook(str(path), str(out_dir / path.name), kernel_name="python3",
+                                cwd=str(path.parent), progress_bar=False, log_output=False,
+                                execution_timeout=cell_timeout)
+            break
+        except pm.PapermillExecutionError as exc:
+            raise SystemExit(f"FAILED {path} (cell {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                             f"executed copy with the traceback: {out_dir / path.name}") from None
+        except CellTimeoutError:
+            if attempt == attempts:
+                raise SystemExit(f"FAILED {path}: a cell ran past {cell_timeout} s in each of "
+                                 f"{attempts} attempts (raise --cell-timeout?)") from None
+            print(f"[{profile}] {path.name}: a cell ran past {cell_timeout} s; running it again",
+                  flush=True)
     return time.perf_counter() - t0
 
 
@@ -40,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notebooks", default="notebooks", type=Path, help="folder of notebooks")
     ap.add_argument("--out", default="build", type=Path, help="where executed copies go")
     ap.add_argument("--only", default=None, help="run only notebooks whose name contains this")
+    ap.add_argument("--cell-timeout", default=None, type=float,
+                    help="seconds per cell before a notebook is run again (default by profile: "
+                         + ", ".join(f"{k} {v}" for k, v in CELL_TIMEOUT.items()) + ")")
     args = ap.parse_args(argv)
+    timeout = args.cell_timeout if args.cell_timeout is not None else CELL_TIMEOUT[args.profile]
     books = notebooks(args.notebooks, args.only)
     if not books:
         print(f"no notebooks found in {args.notebooks}", file=sys.stderr)
@@ -48,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0.0
     for nb in books:
         print(f"[{args.profile}] {nb.name} ...", flush=True)
-        seconds = run_notebook(nb.resolve(), (args.out / args.profile).resolve(), args.profile)
+        seconds = run_notebook(nb.resolve(), (args.out / args.profile).resolve(), args.profile, timeout)
         total += seconds
         print(f"[{args.profile}] {nb.name} done in {seconds / 60:.1f} min", flush=True)
     print(f"[{args.profile}] all {len(books)} notebooks in {total / 60:.1f} min")

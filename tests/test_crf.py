@@ -130,3 +130,35 @@ def test_missing_inputs_raise_data_error(tmp_path) -> None:
         make_pseudo_masks(tmp_path / "nothing", ds, tmp_path / "m", CrfConfig(), 0.4, workers=1, progress=False)
     with pytest.raises(DataError, match=f"^{tmp_path / 'm' / 'img0.png'}"):
         score_pseudo_masks(tmp_path / "m", ds)
+
+
+def test_kernel_widths_scale_with_the_image_side() -> None:
+    from cism_lib.crf import kernel_sxy
+
+    assert kernel_sxy(CrfConfig(), 500, 800) == pytest.approx((3.0, 80.0))
+    assert kernel_sxy(CrfConfig(), 192, 192) == pytest.approx((3.0 * 192 / 500, 80.0 * 192 / 500))
+
+
+def _scene_with_objects(side: int = 160, seed: int = 0):
+    """Textured ground with four 20-pixel objects of a similar colour, and a CAM that is
+    confident (0.8) on them and soft (0.3) on a ring around them, 0.05 elsewhere."""
+    rng = np.random.default_rng(seed)
+    image = (rng.normal(120, 12, (side, side, 3))).clip(0, 255).astype(np.uint8)
+    gt = np.zeros((side, side), np.uint8)
+    cam = np.full((1, side, side), 0.05, np.float32)
+    for y, x in ((20, 20), (20, 110), (110, 20), (110, 110)):
+        image[y:y + 20, x:x + 20] = (image[y:y + 20, x:x + 20] + np.array([40, 10, -20])).clip(0, 255)
+        gt[y:y + 20, x:x + 20] = 1
+        cam[0, y - 4:y + 24, x - 4:x + 24] = 0.3
+        cam[0, y:y + 20, x:x + 20] = 0.8
+    return image, gt, cam
+
+
+def test_default_crf_keeps_confident_small_objects_on_a_small_image() -> None:
+    # Regression: with the VOC-sized bilateral kernel (sxy 80 px) unscaled on a 160² image, the
+    # pairwise term swamped the unary and the objects were erased.
+    image, gt, cam = _scene_with_objects()
+    mask = pseudo_mask(image, cam, np.array([1.0]), CrfConfig(), bg_threshold=0.55)
+    kept = (mask[gt == 1] == 1).mean()
+    spill = (mask[gt == 0] == 1).mean()
+    assert kept > 0.6 and spill < 0.05  # unscaled: kept 0.0
