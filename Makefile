@@ -30,7 +30,7 @@ test-lib: setup
 
 test-notebooks: setup
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-		CISM_PROFILE=smoke $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/ -o addopts="" ; \
+		CISM_PROFILE=smoke CISM_HEADLESS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/ -o addopts="" ; \
 	else echo "no notebooks yet"; fi
 
 test-slow: setup

@@ -46,6 +46,7 @@ ROOT = Path(cism_lib.__file__).resolve().parent.parent
 PROFILES = ("smoke", "cpu", "paper")
 PROFILE_ENV = "CISM_PROFILE"
 ISAID_ENV = "CISM_ISAID_ROOT"
+HEADLESS_ENV = "CISM_HEADLESS"  # set to 1 by make reproduce and make test: no widgets
 CAM_STAGES = ("train", "cams", "eval")
 DATA_LABELS = {"synthetic": "SynthAerial (synthetic)", "isaid": "iSAID tiles (real)",
                "voc": "PASCAL VOC 2012 (real)"}
@@ -58,6 +59,11 @@ CAM_METRICS = {"mIoU": "cam_miou_train", "OA": "cam_oa_train"}
 def repo_root() -> Path:
     """The repository folder (holding configs/, results/, figures/), found from cism_lib's location."""
     return ROOT
+
+
+def interactive(flag: bool | None = None) -> bool:
+    """Whether a notebook should build ipywidgets: `flag`, or else not under CISM_HEADLESS=1."""
+    return flag if flag is not None else os.environ.get(HEADLESS_ENV, "") != "1"
 
 
 def current_profile(default: str = "cpu") -> str:

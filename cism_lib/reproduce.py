@@ -33,6 +33,7 @@ def run_notebook(path: Path, out_dir: Path, profile: str, cell_timeout: float | 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["CISM_PROFILE"] = profile
+    os.environ["CISM_HEADLESS"] = "1"  # notebooks draw once instead of building widgets
     t0 = time.perf_counter()
     for attempt in range(1, attempts + 1):
         try:

@@ -260,7 +260,7 @@ Pick a validation image, a class, the background threshold and the dense-CRF par
 CAM of that class, the thresholded label map, the CRF-refined mask and their IoU against the
 ground truth update as you move the sliders. Uses the full CISM run of the profile (trained if
 needed). Headless (papermill, nbval) the view is drawn once with the defaults."""),
-        params("SPLIT = 'val'"),
+        params("SPLIT = 'val'\nINTERACTIVE = None  # None: sliders, unless run headless (CISM_HEADLESS=1: make reproduce, make test)"),
         code(SETUP + "\nimport ipywidgets as widgets\nfrom cism_lib.classes import ISAID\nfrom cism_lib.config import CrfConfig"),
         code("cfg = experiments.figure_runs('figure7', PROFILE)['CISM +SLSC']\nrd = pipeline.run_all(cfg, stages=experiments.CAM_STAGES)\n"
              "threshold = pipeline.read_metrics(rd)[f'cam_threshold_{SPLIT}']\nthreshold"),
@@ -271,14 +271,20 @@ needed). Headless (papermill, nbval) the view is drawn once with the defaults.""
     result = experiments.explore(cfg, SPLIT, index, ISAID.names.index(class_name), threshold, crf)
     display(viz.explore_panel(result))
     print(f"{result['id']}: classes present {result['present']}")"""),
+        md("The sliders (`bi_sxy` is in pixels of a 500-pixel image and scaled to this one, like every "
+           "CRF width in the library). Headless runs draw the view once instead: ipywidgets' "
+           "`interact` made papermill wait forever on an idle kernel there."),
         code("""n_images = len(pipeline.open_split(cfg, SPLIT))
-widgets.interact(view, index=widgets.IntSlider(0, 0, n_images - 1),
-                 class_name=widgets.Dropdown(options=list(ISAID.names[1:]), value='plane'),
-                 threshold=widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.05),
-                 bi_sxy=widgets.FloatSlider(value=80.0, min=5.0, max=150.0, step=5.0),
-                 bi_srgb=widgets.FloatSlider(value=13.0, min=1.0, max=50.0, step=1.0),
-                 bi_compat=widgets.FloatSlider(value=10.0, min=0.0, max=20.0, step=1.0),
-                 iterations=widgets.IntSlider(5, 1, 20));"""),
+if experiments.interactive(INTERACTIVE):
+    widgets.interact(view, index=widgets.IntSlider(0, 0, n_images - 1),
+                     class_name=widgets.Dropdown(options=list(ISAID.names[1:]), value='plane'),
+                     threshold=widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.05),
+                     bi_sxy=widgets.FloatSlider(value=80.0, min=5.0, max=150.0, step=5.0),
+                     bi_srgb=widgets.FloatSlider(value=13.0, min=1.0, max=50.0, step=1.0),
+                     bi_compat=widgets.FloatSlider(value=10.0, min=0.0, max=20.0, step=1.0),
+                     iterations=widgets.IntSlider(5, 1, 20))
+else:
+    view()"""),
     ],
 }
 

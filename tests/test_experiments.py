@@ -194,3 +194,10 @@ def test_cam_panel_renders_cams_and_masks() -> None:
 def test_run_paths_in_tables_are_repo_relative_so_committed_csvs_name_no_machine(tmp_path) -> None:
     assert ex._portable(ex.ROOT / "runs" / "cism-0123456789") == "runs/cism-0123456789"
     assert ex._portable(tmp_path / "runs" / "x") == str((tmp_path / "runs" / "x").resolve())
+
+
+def test_interactive_follows_the_flag_then_the_headless_variable(monkeypatch) -> None:
+    monkeypatch.delenv("CISM_HEADLESS", raising=False)
+    assert ex.interactive() is True and ex.interactive(False) is False
+    monkeypatch.setenv("CISM_HEADLESS", "1")
+    assert ex.interactive() is False and ex.interactive(True) is True
