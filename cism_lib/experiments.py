@@ -547,7 +547,6 @@ def train_live(cfg: RunConfig, progress: bool = True) -> Path:
     Writes the same outputs and stage marker as `pipeline.run_all(cfg, stages=("train",))`.
     """
     from cism_lib import pipeline
-    from cism_lib.engine import train_classifier
     from cism_lib.viz import LiveCurves
 
     rd = pipeline.run_dir(cfg)
@@ -555,12 +554,7 @@ def train_live(cfg: RunConfig, progress: bool = True) -> Path:
         return rd
     pipeline.write_run_record(cfg, rd)
     live = LiveCurves(read_history(rd).to_dict("records"))
-    model = train_classifier(cfg, pipeline.pair_dataset(cfg, progress), pipeline.num_foreground(cfg),
-                             rd / "train", progress=progress, on_epoch=live.update)
-    history = model.train_history
-    pipeline.mark_done(rd, "train", {"epochs": len(history),
-                                     "final_loss": history[-1]["total"] if history else None,
-                                     "images_per_s": history[-1]["images_per_s"] if history else None})
+    pipeline.mark_done(rd, "train", pipeline.stage_train(cfg, rd, progress=progress, on_epoch=live.update))
     live.close()
     return rd
 

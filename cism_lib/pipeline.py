@@ -136,12 +136,17 @@ def num_foreground(cfg: RunConfig) -> int:
     return (VOC if cfg.data.dataset == "voc" else ISAID).num_foreground
 
 
-def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train the classifier on pairs; checkpoint and log in `<run>/train/`."""
+def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = True,
+                on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train the classifier on pairs; checkpoint and log in `<run>/train/`.
+
+    `on_epoch` is called with each epoch's log record (the notebooks' live curves).
+    """
     from cism_lib.engine import train_classifier
 
     pairs = pair_dataset(cfg, progress)
-    model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress)
+    model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress,
+                             on_epoch=on_epoch)
     history = model.train_history
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
@@ -188,42 +193,59 @@ def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
 
 def stage_pseudo(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """Dense-CRF pseudo-masks of the training split, threshold chosen on the val split."""
-    from cism_lib.crf import make_pseudo_masks, score_pseudo_masks
     from cism_lib.metrics import write_metrics
 
-    train, _ = _eval_splits(cfg)
+    train, val = _eval_splits(cfg)
     threshold = read_metrics(rd)[f"cam_threshold_{train}"]  # selected on val by stage_eval
     ds = open_split(cfg, train, progress=progress)
-    out = rd / "pseudo" / train
-    make_pseudo_masks(rd / "cams" / train, ds, out, cfg.crf, bg_threshold=threshold,
-                      progress=progress)
-    m = score_pseudo_masks(out, ds)
-    m["protocol"] = {"split": train, "threshold": threshold, "threshold_selected_on": _eval_splits(cfg)[1],
-                     "crf": cfg.crf.enabled, "scales": list(cfg.cam.scales), "flip": cfg.cam.flip}
+    m = pseudo_masks_scored(cfg, rd / "cams" / train, ds, rd / "pseudo" / train, threshold,
+                            split=train, selected_on=val, progress=progress)
     write_metrics(m, rd / "metrics", f"pseudo_{train}")
     update_metrics(rd, **{f"pseudo_miou_{train}": m["miou"], f"pseudo_oa_{train}": m["oa"]})
     return {"miou": m["miou"]}
 
 
+def pseudo_masks_scored(cfg: RunConfig, cam_dir: Path, ds: Any, out: Path, threshold: float, split: str,
+                        selected_on: str, progress: bool = True) -> dict[str, Any]:
+    """CRF pseudo-masks of `ds` from the CAMs in cam_dir, scored against its ground truth, with
+    their protocol (split, threshold and where it was chosen, CRF, scales, flip)."""
+    from cism_lib.crf import make_pseudo_masks, score_pseudo_masks
+
+    make_pseudo_masks(cam_dir, ds, out, cfg.crf, bg_threshold=threshold, progress=progress)
+    m = score_pseudo_masks(out, ds)
+    m["protocol"] = {"split": split, "threshold": threshold, "threshold_selected_on": selected_on,
+                     "crf": cfg.crf.enabled, "scales": list(cfg.cam.scales), "flip": cfg.cam.flip}
+    return m
+
+
 def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """DeepLab trained on the pseudo-masks, evaluated on the val split's ground truth."""
-    from cism_lib.data.transforms import EvalTransform, TrainTransform, normalization_for
     from cism_lib.metrics import write_metrics
-    from cism_lib.segment import PseudoMaskDataset, build_segmenter, evaluate_segmenter, train_segmenter
 
     train, val = _eval_splits(cfg)
-    mean, std = normalization_for(cfg.seg.backbone)
-    tf = TrainTransform(cfg.seg.crop_size, scale_range=cfg.data.scale_range, color_jitter=0.0,
-                        mean=mean, std=std)
-    pseudo = PseudoMaskDataset(open_split(cfg, train, progress=progress), rd / "pseudo" / train, tf)
-    ds_val = open_split(cfg, val, transform=EvalTransform(mean, std), progress=progress)
-    device = _device(cfg)
-    model = build_segmenter(cfg.seg, num_foreground(cfg) + 1)
-    train_segmenter(model, pseudo, cfg.seg, device, rd / "seg", progress=progress, seed=cfg.train.seed)
-    m = evaluate_segmenter(model, ds_val, device, split=val)
+    m = segmenter_scored(cfg, open_split(cfg, train, progress=progress), rd / "pseudo" / train,
+                         lambda tf: open_split(cfg, val, transform=tf, progress=progress),
+                         rd / "seg", _device(cfg), split=val, progress=progress)
     write_metrics(m, rd / "metrics", f"seg_{val}")
     update_metrics(rd, **{f"seg_miou_{val}": m["miou"], f"seg_oa_{val}": m["oa"]})
     return {"miou": m["miou"]}
+
+
+def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Callable[[Any], Any],
+                     out: Path, device: Any, split: str, progress: bool = True) -> dict[str, Any]:
+    """cfg.seg's DeepLab trained on `train_ds` images with the pseudo-masks in mask_dir (checkpoint
+    and log in out), then scored on `open_val(eval transform)`, a dataset with ground truth."""
+    from cism_lib.data.transforms import EvalTransform, TrainTransform, normalization_for
+    from cism_lib.segment import PseudoMaskDataset, build_segmenter, evaluate_segmenter, train_segmenter
+
+    mean, std = normalization_for(cfg.seg.backbone)
+    tf = TrainTransform(cfg.seg.crop_size, scale_range=cfg.data.scale_range, color_jitter=0.0,
+                        mean=mean, std=std)
+    pseudo = PseudoMaskDataset(train_ds, mask_dir, tf)
+    val_ds = open_val(EvalTransform(mean, std))  # before training: a missing split fails fast
+    model = build_segmenter(cfg.seg, train_ds.classes.num_classes)
+    train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed)
+    return evaluate_segmenter(model, val_ds, device, split=split)
 
 
 STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {

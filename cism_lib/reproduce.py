@@ -9,9 +9,10 @@ from pathlib import Path
 
 PROFILES = ("smoke", "cpu", "paper")
 # Seconds one cell may run before papermill gives up on it. The cpu profile's longest cell (a
-# table's training runs) took about 10 minutes on 2 cores; papermill/nbclient can, rarely, wait
-# forever on a kernel that has gone idle (nteract/papermill#711; seen once in 11_explore here),
-# and a timed-out notebook is run once more (finished runs are cached, so that is quick).
+# table's training runs) took about 10 minutes on 2 cores; papermill/nbclient can wait forever on
+# a kernel that has gone idle (nteract/papermill#711; seen here in 11_explore's ipywidgets cell,
+# which headless runs now skip), and a timed-out notebook is run once more (finished runs are
+# cached, so that is quick).
 CELL_TIMEOUT = {"smoke": 900, "cpu": 3600, "paper": None}
 
 

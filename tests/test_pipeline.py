@@ -100,3 +100,15 @@ def test_isaid_without_root_says_how_to_set_it(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, **{"data.dataset": "isaid"})
     with pytest.raises(ConfigError, match="CISM_ISAID_ROOT"):
         pipeline.data_root(cfg)
+
+
+def test_train_live_trains_like_the_train_stage(tmp_path, monkeypatch):
+    from cism_lib import experiments
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    live_rd = experiments.train_live(tiny_config(tmp_path / "live"), progress=False)
+    stage_rd = pipeline.run_all(tiny_config(tmp_path / "stage"), stages=("train",), progress=False)
+    live, stage = (json.loads((rd / "stages" / "train.json").read_text()) for rd in (live_rd, stage_rd))
+    assert live["epochs"] == stage["epochs"] == 2
+    assert live["final_loss"] == pytest.approx(stage["final_loss"], rel=1e-6)
+    assert experiments.train_live(tiny_config(tmp_path / "live"), progress=False) == live_rd  # reused

@@ -16,11 +16,8 @@ import torch
 
 from cism_lib import pipeline
 from cism_lib.config import load_config, replace
-from cism_lib.crf import make_pseudo_masks, score_pseudo_masks
 from cism_lib.data.isaid import SegFolder
-from cism_lib.data.transforms import EvalTransform, TrainTransform, normalization_for
 from cism_lib.metrics import write_metrics
-from cism_lib.segment import PseudoMaskDataset, build_segmenter, evaluate_segmenter, train_segmenter
 
 sys.path.insert(0, os.path.dirname(__file__))
 from real_tiles_eval import SHARED  # noqa: E402  (one budget for both scripts)
@@ -32,23 +29,15 @@ train = SegFolder(ROOT, "train", max_items=300)
 for method in sys.argv[1:]:
     cfg = load_config("configs/isaid512.yaml", {**SHARED, "model.method": method})
     rd = pipeline.run_dir(cfg)  # the classifier run (its hash does not include SEG)
-    seg = replace(cfg, **SEG).seg
     threshold = json.loads((rd / "metrics" / "cam_train_subset.json").read_text())["protocol"]["threshold"]
     out = rd / "pseudo" / "train_subset"
-    make_pseudo_masks(rd / "cams" / "train", train, out, cfg.crf, bg_threshold=threshold, progress=False)
-    m = score_pseudo_masks(out, train)
-    m["protocol"] = {"split": "train (first 300)", "threshold": threshold,
-                     "threshold_selected_on": "val (first 300)", "crf": cfg.crf.enabled,
-                     "scales": list(cfg.cam.scales), "flip": cfg.cam.flip}
+    m = pipeline.pseudo_masks_scored(cfg, rd / "cams" / "train", train, out, threshold,
+                                     split="train (first 300)", selected_on="val (first 300)", progress=False)
     write_metrics(m, rd / "metrics", "pseudo_train_subset")
     print(method, f"pseudo-masks train(300) mIoU {m['miou']:.4f} OA {m['oa']:.4f} thr {threshold}", flush=True)
 
-    mean, std = normalization_for(seg.backbone)
-    tf = TrainTransform(seg.crop_size, scale_range=cfg.data.scale_range, color_jitter=0.0, mean=mean, std=std)
-    model = build_segmenter(seg, train.classes.num_classes)
-    train_segmenter(model, PseudoMaskDataset(train, out, tf), seg, "cpu", rd / "seg_subset",
-                    progress=False, seed=cfg.train.seed)
-    val = SegFolder(ROOT, "val", max_items=300, transform=EvalTransform(mean, std))
-    s = evaluate_segmenter(model, val, "cpu", split="val (first 300)")
+    s = pipeline.segmenter_scored(replace(cfg, **SEG), train, out,
+                                  lambda tf: SegFolder(ROOT, "val", max_items=300, transform=tf),
+                                  rd / "seg_subset", "cpu", split="val (first 300)", progress=False)
     write_metrics(s, rd / "metrics", "seg_val_subset")
     print(method, f"DeepLab val(300) mIoU {s['miou']:.4f} OA {s['oa']:.4f}", flush=True)
