@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 PROFILE  ?= cpu
 STAMP    := $(VENV)/.cism-installed
 
-.PHONY: setup test test-lib test-notebooks test-slow reproduce lab bench bench-gpu clean help
+.PHONY: setup test test-lib test-notebooks test-slow reproduce lab bench bench-gpu lint clean help
 
 help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
@@ -13,6 +13,7 @@ help:
 	@echo "make reproduce  run every notebook with papermill (PROFILE=cpu|smoke|paper), regenerating figures/ and results/"
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      CPU benchmarks -> results/bench.json, docs/benchmarks.md"
+	@echo "make lint       ruff with the project's rules (pyproject.toml; needs ruff installed)"
 	@echo "make clean      remove build outputs (keeps $(VENV), data/ and runs/)"
 
 setup: $(STAMP)
@@ -47,6 +48,10 @@ bench: setup
 
 bench-gpu: setup
 	$(PY) -m cism_lib.bench --device cuda
+
+lint:
+	@$(PY) -m ruff --version >/dev/null 2>&1 || { echo "make lint needs ruff: $(PY) -m pip install ruff"; exit 2; }
+	$(PY) -m ruff check cism_lib tests docs/scripts notebooks/make_notebooks.py
 
 clean:
 	rm -rf build/ .pytest_cache/ **/__pycache__

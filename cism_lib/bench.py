@@ -14,10 +14,11 @@ import tempfile
 import threading
 import time
 import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,7 +177,7 @@ class PeakMemory:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, _rss_bytes())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -188,7 +189,7 @@ class PeakMemory:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             self.peak = torch.cuda.max_memory_allocated(self.device)
         else:
@@ -287,8 +288,9 @@ def _make_step(settings: BenchSettings, backbone: str, method: str, device: torc
                dataset: Any = None) -> Callable[[], None]:
     """A closure running one training step (forward, total_loss, backward, Adam) of a new model."""
     from cism_lib.config import TrainConfig
-    from cism_lib.engine import autocast_ctx, build_optimizer
+    from cism_lib.engine import build_optimizer
     from cism_lib.losses import total_loss
+    from cism_lib.runtime import autocast
 
     torch.manual_seed(settings.seed)
     model, cfg = _new_model(backbone, method, device)
@@ -297,7 +299,7 @@ def _make_step(settings: BenchSettings, backbone: str, method: str, device: torc
 
     def step() -> None:
         batch = next(batches)
-        with autocast_ctx(device, True):
+        with autocast(device, True):
             losses = total_loss(model(batch["image_q"], batch["image_r"]), batch, cfg)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -389,8 +391,8 @@ def bench_cam(settings: BenchSettings, backbone: str, method: str = "cism") -> d
 
 def bench_pie(settings: BenchSettings) -> dict[str, Any]:
     """Share of PIE's (hw)×(hw) similarity (models.pie.matching_maps, fwd+bwd) in a CISM step."""
-    from cism_lib.engine import autocast_ctx
     from cism_lib.models.pie import matching_maps
+    from cism_lib.runtime import autocast
 
     device = resolve(settings)
     at = dc_replace(settings, size=settings.pie_size, batch=settings.pie_batch)
@@ -402,7 +404,7 @@ def bench_pie(settings: BenchSettings) -> dict[str, Any]:
                 .to(device).requires_grad_() for _ in range(2))
 
     def similarity() -> None:
-        with autocast_ctx(device, True):
+        with autocast(device, True):
             a_q, a_r = matching_maps(x_q, x_r)
         (a_q.float().sum() + a_r.float().sum()).backward()
 
@@ -676,7 +678,7 @@ def update_doc(path: str | Path, key: str, block: str) -> None:
     start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     text = path.read_text() if path.is_file() else ""
     body = f"{start}\n{block.rstrip()}\n{end}"
-    found = re.search(rf"^{re.escape(start)}[ \t]*$.*?^{re.escape(end)}[ \t]*$", text, re.M | re.S)
+    found = re.search(rf"^{re.escape(start)}[ \t]*$.*?^{re.escape(end)}[ \t]*$", text, re.MULTILINE | re.DOTALL)
     if found:
         text = text[:found.start()] + body + text[found.end():]
     else:

@@ -19,16 +19,9 @@ from torch import nn
 from cism_lib.config import CamConfig
 from cism_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cism_lib.errors import ConfigError, DataError
-from cism_lib.runtime import atomic_path, write_text_atomic
+from cism_lib.runtime import atomic_path, autocast, write_text_atomic
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
-
-
-def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bf16 (or fp16 where bf16 is unsupported) autocast on CUDA; a no-op elsewhere."""
-    on_cuda = enabled and device.type == "cuda"
-    dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type=device.type if on_cuda else "cpu", dtype=dtype, enabled=on_cuda)
 
 
 def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool) -> torch.Tensor:
@@ -57,7 +50,7 @@ def multiscale_cam(model: nn.Module, image: torch.Tensor, label: torch.Tensor,
     """
     images = image.unsqueeze(0) if image.dim() == 3 else image
     labels = torch.as_tensor(label).reshape(images.shape[0], -1).to(images.device, torch.float32)
-    with _autocast(images.device, amp):
+    with autocast(images.device, amp, fp16_fallback=True):
         total = sum(_scale_cam(model, images, float(s), flip) for s in scales)
     cam = F.relu(total.float()) * labels[:, :, None, None]
     return cam / (cam.amax(dim=(2, 3), keepdim=True) + 1e-5)

@@ -110,6 +110,8 @@ class CrfConfig:
     bi_compat: float = 10.0
     iterations: int = 10
     workers: int = 0                    # 0 = all CPU cores
+    unary: str = "prob"                 # prob: -log of the CAM's distribution | label: IRN's, from its argmax
+    gt_prob: float = 0.7                # unary "label": the probability given to the argmax class
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class SegConfig:
     batch_size: int = 8
     lr: float = 0.001
     crop_size: int = 256
+    optimizer: str = "sgd"              # sgd (momentum 0.9, wd 5e-4; DeepLab) | adam
+    head_lr_mult: float = 10.0          # the head's LR ÷ the backbone's
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,12 @@ def validate(cfg: Any, where: str = "config") -> None:
     if isinstance(cfg, TrainConfig):
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
                                (cfg.batch_size >= 1, "batch_size must be >= 1")]
+    if isinstance(cfg, CrfConfig):
+        checks[CrfConfig] = [(cfg.unary in ("prob", "label"), "unary must be prob or label"),
+                             (0.0 < cfg.gt_prob < 1.0, "gt_prob must be in (0, 1)")]
+    if isinstance(cfg, SegConfig):
+        checks[SegConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be sgd or adam"),
+                             (cfg.head in ("largefov", "deeplabv3"), "head must be largefov or deeplabv3")]
     for ok, msg in checks.get(type(cfg), []):
         if not ok:
             raise ConfigError(f"{where}: {msg}")
@@ -280,13 +290,39 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def config_hash(cfg: Any, n: int = 10) -> str:
-    """A short stable hash of a config, used to reuse finished runs."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"section.key": value}."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def non_default(cfg: Any) -> dict[str, Any]:
+    """The dotted keys whose values differ from the defaults of cfg's class."""
+    here, base = flatten(to_dict(cfg)), flatten(to_dict(type(cfg)()))
+    return {k: v for k, v in here.items() if k not in base or base[k] != v}
+
+
+def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = ()) -> str:
+    """A short stable hash of a config's non-default values (minus `exclude`d keys or sections).
+
+    Only values that differ from the defaults enter the hash, so a new field whose default keeps
+    the old behaviour leaves every existing run folder and checkpoint valid.
+    """
+    def excluded(key: str) -> bool:
+        return any(key == e or key.startswith(e + ".") for e in exclude)
+
+    key = {k: v for k, v in non_default(cfg).items() if not excluded(k)}
+    blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "CamConfig", "CrfConfig", "SegConfig",
     "RunConfig", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash",
+    "flatten", "non_default",
 ]

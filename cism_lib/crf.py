@@ -77,11 +77,23 @@ def cam_to_probs(cam: np.ndarray, label: np.ndarray, bg_threshold: float | None 
     return scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
 
 
+def label_probs(labels: np.ndarray, n: int, gt_prob: float) -> np.ndarray:
+    """IRN's CRF unary (pydensecrf's unary_from_labels): probability gt_prob for each pixel's
+    label, the rest shared by the other n - 1 channels. [n,H,W] float32 from labels [H,W]."""
+    if n == 1:
+        return np.ones((1, *labels.shape), dtype=np.float32)
+    probs = np.full((n, *labels.shape), (1.0 - gt_prob) / (n - 1), dtype=np.float32)
+    np.put_along_axis(probs, labels[None].astype(np.int64), gt_prob, axis=0)
+    return probs
+
+
 def pseudo_mask(image: np.ndarray, cam: np.ndarray, label: np.ndarray, cfg: CrfConfig,
                 bg_threshold: float | None = None, bg_power: float | None = None) -> np.ndarray:
     """Pseudo-mask uint8 [H,W] of class ids: argmax of the (CRF-refined when cfg.enabled) probs."""
     probs = cam_to_probs(cam, label, bg_threshold, bg_power)
     if cfg.enabled:
+        if cfg.unary == "label":
+            probs = label_probs(probs.argmax(axis=0), len(probs), cfg.gt_prob)
         probs = dense_crf(image, probs, cfg)
     return present_ids(label)[probs.argmax(axis=0)].astype(np.uint8)
 

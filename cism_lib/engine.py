@@ -4,16 +4,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cism_lib.config import RunConfig, TrainConfig, config_hash, to_dict
+from cism_lib.config import ModelConfig, RunConfig, TrainConfig, config_hash, to_dict
 from cism_lib.errors import CheckpointError
-from cism_lib.runtime import DistInfo, atomic_path, dist_info, write_text_atomic
+from cism_lib.runtime import DistInfo, atomic_path, autocast, dist_info, write_text_atomic
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -83,6 +84,14 @@ def save_checkpoint(path: Path, model: nn.Module, opt, sched, epoch: int, cfg: R
         torch.save(state, tmp)
 
 
+def same_model_config(stored: Any, model: ModelConfig) -> bool:
+    """True when a checkpoint's stored model config equals `model`; keys added since it was
+    written count as their defaults, so new options do not invalidate old checkpoints."""
+    if not isinstance(stored, dict):
+        return False
+    return {**to_dict(ModelConfig()), **stored} == to_dict(model)
+
+
 def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
     """Load a checkpoint; a corrupt file or one made for another model config is a clear error."""
     try:
@@ -92,17 +101,11 @@ def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
                               "delete it to retrain from scratch") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a cism_lib checkpoint (no 'model' entry)")
-    if cfg is not None and state.get("config_hash") != config_hash(cfg.model):
+    if cfg is not None and not same_model_config(state.get("config", {}).get("model"), cfg.model):
         raise CheckpointError(f"{path}: checkpoint was trained with a different model config "
                               f"({state.get('config', {}).get('model')}); use another run folder "
                               "or delete the checkpoint")
     return state
-
-
-def autocast_ctx(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
-    use = enabled and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt, sched,
@@ -119,7 +122,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
         if step >= n_steps:
             break
         batch = to_device(batch, device, channels_last)
-        with autocast_ctx(device, cfg.amp):
+        with autocast(device, cfg.amp):
             out = model(batch["image_q"], batch.get("image_r"))
             losses = loss_fn(out, batch)
         opt.zero_grad(set_to_none=True)

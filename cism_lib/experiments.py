@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -258,9 +259,9 @@ def _protocol_columns(cfg: RunConfig, rd: Path) -> dict[str, Any]:
 
 def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path) -> dict[str, Any]:
     """One line of a results frame: row, seed, run folder, data, protocol and scalar metrics."""
-    from cism_lib.pipeline import read_metrics
+    from cism_lib.pipeline import scalar_metrics
 
-    metrics = {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
+    metrics = scalar_metrics(rd)
     return {"table": table, "row": row.label, "seed": seed, "run": rd.name, "run_dir": _portable(rd),
             "data": data_label(cfg), **_protocol_columns(cfg, rd), **metrics}
 
@@ -469,10 +470,9 @@ def run_configs(configs: Mapping[str, RunConfig], stages: Sequence[str] = CAM_ST
 
 def metrics_frame(folders: Mapping[str, Path]) -> pd.DataFrame:
     """The scalar metrics of several run folders, one line per run."""
-    from cism_lib.pipeline import read_metrics
+    from cism_lib.pipeline import scalar_metrics
 
-    return pd.DataFrame({name: {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
-                         for name, rd in folders.items()}).T
+    return pd.DataFrame({name: scalar_metrics(rd) for name, rd in folders.items()}).T
 
 
 def prefer_gpu(cfg: RunConfig) -> RunConfig:
@@ -502,8 +502,8 @@ def statistics_tables(labels: Mapping[str, np.ndarray], max_bin: int = 5) -> dic
     """Category-count histogram and per-class image counts of each dataset, in long form."""
     from cism_lib.data.stats import category_histogram, class_image_counts
 
-    cats = [category_histogram(l, max_bin).assign(dataset=n) for n, l in labels.items()]
-    classes = [class_image_counts(l, ISAID).assign(dataset=n) for n, l in labels.items()]
+    cats = [category_histogram(lab, max_bin).assign(dataset=n) for n, lab in labels.items()]
+    classes = [class_image_counts(lab, ISAID).assign(dataset=n) for n, lab in labels.items()]
     return {"categories": pd.concat(cats, ignore_index=True),
             "classes": pd.concat(classes, ignore_index=True)}
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from cism_lib.config import RunConfig, config_hash, save_config, to_dict
+from cism_lib.config import RunConfig, config_hash, save_config
 from cism_lib.errors import ConfigError
 from cism_lib.runtime import write_json_atomic
 
@@ -81,11 +82,13 @@ def pair_dataset(cfg: RunConfig, progress: bool = True):
 def run_dir(cfg: RunConfig) -> Path:
     """`<out_dir>/<method>-<hash>`: one folder per configuration, shared by every table using it.
 
-    The name and out_dir are labels, not part of the hash, so the same configuration reached
-    from two notebooks reuses one run.
+    The hash covers the values that differ from the defaults. The name and out_dir are labels,
+    and a synthetic dataset's root is only where its scenes are cached (its synth_* values fix
+    the data), so none of them enter it: the same configuration reached from two notebooks, or
+    from two checkouts, reuses one run.
     """
-    key = {k: v for k, v in to_dict(cfg).items() if k not in ("name", "out_dir")}
-    return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(key)}"
+    exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
+    return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(cfg, exclude=exclude)}"
 
 
 def write_run_record(cfg: RunConfig, rd: Path) -> None:
@@ -111,6 +114,11 @@ def read_metrics(rd: Path) -> dict[str, Any]:
     """The run's merged metrics.json (empty when absent)."""
     path = rd / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def scalar_metrics(rd: Path) -> dict[str, Any]:
+    """The numbers of the run's metrics.json (nested per-class entries left out)."""
+    return {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
 
 
 def update_metrics(rd: Path, **entries: Any) -> dict[str, Any]:
@@ -282,7 +290,7 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     return rd
 
 
-def collect_runs(root: str | Path = "runs") -> "pd.DataFrame":
+def collect_runs(root: str | Path = "runs") -> pd.DataFrame:
     """One row per run folder under root: its main config switches and its metrics."""
     import pandas as pd
     import yaml

@@ -8,10 +8,11 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,18 @@ def resolve_device(name: str = "auto", local_rank: int = 0):
         from cism_lib.errors import ConfigError
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device: cpu")
     return torch.device(name)
+
+
+def autocast(device: Any, enabled: bool = True, fp16_fallback: bool = False):
+    """Mixed precision on CUDA (bf16; fp16 where bf16 is unsupported and fp16_fallback, i.e. for
+    inference: training has no GradScaler); a no-op context on every other device."""
+    import torch
+
+    on_cuda = enabled and torch.device(device).type == "cuda"
+    dtype = torch.bfloat16
+    if on_cuda and fp16_fallback and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast(device_type="cuda" if on_cuda else "cpu", dtype=dtype, enabled=on_cuda)
 
 
 def seed_everything(seed: int) -> None:

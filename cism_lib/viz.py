@@ -7,8 +7,9 @@ so the same inputs give the same bytes.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,13 @@ class NotebookFigure(Figure):
     def _repr_png_(self) -> bytes:
         """The figure as PNG bytes (what save_figure writes)."""
         buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+        write_png(self, buf)
         return buf.getvalue()
+
+
+def write_png(fig: Figure, target: Any) -> None:
+    """The one PNG setting of every figure: fixed dpi, no software/time metadata (stable bytes)."""
+    fig.savefig(target, format="png", dpi=DPI, metadata={"Software": None})
 
 
 def _figure(ncols: int, nrows: int = 1, size: float = 3.0,
@@ -46,7 +52,7 @@ def save_figure(fig: Figure, name: str, profile: str) -> Path:
     path = output_dir("figures", profile) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+        write_png(fig, tmp)
     return path
 
 
@@ -297,5 +303,16 @@ def explore_panel(result: Mapping[str, Any]) -> Figure:
     return fig
 
 
-__all__ = ["save_figure", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
-           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "explore_panel"]
+__all__ = [
+    "LiveCurves",
+    "cam_heatmap",
+    "cam_panel",
+    "class_counts_figure",
+    "comparison_bars",
+    "explore_panel",
+    "figure5",
+    "figure6_mosaics",
+    "mask_overlay",
+    "save_figure",
+    "training_curves",
+]

@@ -5,7 +5,7 @@ import pytest
 
 from cism_lib.config import (ModelConfig, RunConfig, config_hash, from_dict, load_config, replace,
                              save_config, to_dict)
-from cism_lib.errors import ConfigError
+from cism_lib.errors import CheckpointError, ConfigError
 
 
 def test_round_trip_through_yaml(tmp_path):
@@ -49,3 +49,39 @@ def test_to_dict_is_plain():
 def test_bad_type_is_reported():
     with pytest.raises(ConfigError, match="train.epochs"):
         load_config(None, {"train.epochs": "many"})
+
+
+def test_hash_covers_only_non_default_values():
+    from cism_lib.config import non_default
+
+    cfg = replace(RunConfig(), **{"model.eta": 0.5, "train.epochs": 2})
+    assert non_default(cfg) == {"model.eta": 0.5, "train.epochs": 2}
+    assert non_default(RunConfig()) == {}
+    # Setting a field to its default is the same configuration, so the same hash.
+    assert config_hash(replace(cfg, **{"seg.lr": RunConfig().seg.lr})) == config_hash(cfg)
+    assert config_hash(cfg, exclude=("model",)) == config_hash(replace(RunConfig(), **{"train.epochs": 2}))
+    assert config_hash(cfg, exclude=("train.epochs",)) != config_hash(cfg)
+
+
+def test_run_dir_ignores_labels_and_the_synthetic_cache_folder(tmp_path):
+    from cism_lib.pipeline import run_dir
+
+    cfg = replace(RunConfig(), **{"out_dir": str(tmp_path), "data.root": "/somewhere/synth"})
+    moved = replace(cfg, **{"name": "other", "data.root": "/elsewhere/synth"})
+    assert run_dir(cfg) == run_dir(moved) and run_dir(cfg).parent == tmp_path
+    real = replace(cfg, **{"data.dataset": "isaid"})
+    assert run_dir(real) != run_dir(replace(real, **{"data.root": "/elsewhere/isaid"}))
+
+
+def test_classifier_checkpoint_model_check(tmp_path):
+    import torch
+
+    from cism_lib.engine import load_checkpoint
+
+    cfg = replace(RunConfig(), **{"model.eta": 0.2})
+    stored = to_dict(cfg)
+    del stored["model"]["pie_norm"]  # a checkpoint written before this option existed
+    torch.save({"model": {}, "config": stored}, tmp_path / "old.pth")
+    assert load_checkpoint(tmp_path / "old.pth", cfg)["config"] == stored
+    with pytest.raises(CheckpointError, match="different model config"):
+        load_checkpoint(tmp_path / "old.pth", replace(cfg, **{"model.eta": 0.3}))

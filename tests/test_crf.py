@@ -162,3 +162,28 @@ def test_default_crf_keeps_confident_small_objects_on_a_small_image() -> None:
     kept = (mask[gt == 1] == 1).mean()
     spill = (mask[gt == 0] == 1).mean()
     assert kept > 0.6 and spill < 0.05  # unscaled: kept 0.0
+
+
+def test_label_probs_is_pydensecrfs_unary_from_labels() -> None:
+    from cism_lib.crf import label_probs
+
+    labels = np.array([[0, 2], [1, 0]])
+    probs = label_probs(labels, 3, 0.7)
+    assert probs.shape == (3, 2, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs[:, 0, 1], [0.15, 0.15, 0.7])
+    np.testing.assert_allclose(probs[:, 1, 0], [0.15, 0.7, 0.15])
+    np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-6)
+    assert (probs.argmax(0) == labels).all()
+    np.testing.assert_array_equal(label_probs(labels * 0, 1, 0.7), np.ones((1, 2, 2)))
+
+
+def test_label_unary_keeps_objects_whose_cam_barely_passes_the_threshold() -> None:
+    # A CAM just above the background score gives a soft unary (p_fg ≈ 0.52) that the pairwise
+    # terms outvote; IRN's label unary turns the thresholded argmax into a firm 0.7.
+    image, gt, cam = _scene_with_objects()
+    weak = np.where(cam > 0.5, 0.6, cam).astype(np.float32)
+    soft = pseudo_mask(image, weak, np.array([1.0]), CrfConfig(), bg_threshold=0.55)
+    firm = pseudo_mask(image, weak, np.array([1.0]), CrfConfig(unary="label"), bg_threshold=0.55)
+    kept_soft, kept_firm = (soft[gt == 1] == 1).mean(), (firm[gt == 1] == 1).mean()
+    assert kept_firm > 0.6 and (firm[gt == 0] == 1).mean() < 0.05
+    assert kept_firm > kept_soft + 0.2

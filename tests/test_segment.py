@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cism_lib.classes import ClassSet
-from cism_lib.config import SegConfig
+from cism_lib.config import RunConfig, SegConfig, replace
 from cism_lib.crf import _palette, write_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.segment import (DeepLabLargeFOV, PseudoMaskDataset, Segmenter, build_segmenter,
@@ -151,3 +151,41 @@ def test_evaluate_segmenter(tmp_path) -> None:
     background = evaluate_segmenter(Background(), val, "cpu")
     assert background["iou"] == pytest.approx([1 / 3, 0.0, 0.0])
     assert background["oa"] == pytest.approx(1 / 3) and background["protocol"]["split"] == "toyval"
+
+
+@pytest.mark.parametrize("name, kind", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_optimizer_choice_and_head_lr_mult(name: str, kind: type) -> None:
+    from cism_lib.segment import _optimizer
+
+    opt, sched = _optimizer(_small_model(), SegConfig(optimizer=name, lr=0.01, head_lr_mult=5.0), 10)
+    assert isinstance(opt, kind)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.05])
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.05 * 0.5 ** 0.9)  # poly decay, half-way
+    with pytest.raises(ConfigError, match="optimizer"):
+        replace(RunConfig(), **{"seg.optimizer": "rmsprop"})
+
+
+def test_adam_learns_the_toy_segmentation(tmp_path) -> None:
+    torch.manual_seed(0)
+    train = _pseudo_ds(tmp_path / "masks")
+    cfg = SegConfig(epochs=8, batch_size=2, lr=0.01, optimizer="adam", head_lr_mult=1.0)
+    model = _small_model()
+    history = train_segmenter(model, train, cfg, "cpu", tmp_path / "run", progress=False)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert evaluate_segmenter(model, train, "cpu")["miou"] == pytest.approx(1.0)
+
+
+def test_checkpoint_without_newer_seg_keys_still_resumes(tmp_path) -> None:
+    torch.manual_seed(0)
+    train = _pseudo_ds(tmp_path / "masks")
+    cfg = SegConfig(epochs=2, batch_size=2, lr=0.1)
+    history = train_segmenter(_small_model(), train, cfg, "cpu", tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "seg_checkpoint.pth"
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("optimizer", "head_lr_mult"):  # as written before these options existed
+        del ckpt["config"][key]
+    torch.save(ckpt, path)
+    assert train_segmenter(_small_model(), train, cfg, "cpu", tmp_path / "run", progress=False) == history
