@@ -61,6 +61,9 @@ class ModelConfig:
     pie_norm: str = "minmax"            # matching map A to [0,1]: minmax | affine ((cos+1)/2)
     pie_pool: str = "class"             # P' pooled per class (class) or over the whole map (global)
     sl_form: str = "recam"              # Z~ as [K,K] per-class scores (recam) or their diagonal (diag)
+    sl_scorer: str = "cam"              # Z~ scored by the CAM classifier W_c (cam) or ReCAM's own 1x1 (separate)
+    sl_pool: str = "gamma"              # Eq. 16 denominator: sum of gamma (gamma) or of gamma * mask (masked)
+    sl_detach: bool = False             # stop L_sl's gradient through the mask M and gamma into the CAM
     cross_affinity: bool = True         # cism builds on CIAN's cross-image affinity (the paper's baseline)
 
 
@@ -229,6 +232,8 @@ def validate(cfg: Any, where: str = "config") -> None:
             (cfg.pie_norm in ("minmax", "affine"), "pie_norm must be minmax or affine"),
             (cfg.pie_pool in ("class", "global"), "pie_pool must be class or global"),
             (cfg.sl_form in ("recam", "diag"), "sl_form must be recam or diag"),
+            (cfg.sl_scorer in ("cam", "separate"), "sl_scorer must be cam or separate"),
+            (cfg.sl_pool in ("gamma", "masked"), "sl_pool must be gamma or masked"),
         ]
     if isinstance(cfg, TrainConfig):
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cism_lib.config import ModelConfig, RunConfig, replace
 from cism_lib.errors import ConfigError
@@ -85,6 +86,9 @@ def test_secondary_scores_weighting() -> None:
     expected = torch.tensor([[0.5, 1.0], [0.125 + 2.25, 0.25]])
     assert torch.allclose(secondary_scores(cam, mask, gamma, "recam")[0], expected)
     assert torch.allclose(secondary_scores(cam, mask, gamma, "diag")[0], torch.tensor([0.5, 0.25]))
+    # pool "masked": divide by Σ γ_k mask_k (0.5 and 0.875) instead of Σ γ_k (1 and 1)
+    masked = torch.tensor([[1.0, 2.0], [(0.125 + 2.25) / 0.875, 0.25 / 0.875]])
+    assert torch.allclose(secondary_scores(cam, mask, gamma, "recam", "masked")[0], masked)
 
 
 def test_cian_self_pair_is_self_attention() -> None:
@@ -175,6 +179,32 @@ def test_gradients_reach_exactly_the_used_parameters(losses: tuple[str, ...],
     got = _grads(replace(SMALL, losses=losses, use_slsc="sl" in losses))
     assert {k: got[k] for k in expected} == expected
     assert got["classifier"] and got["affinity"] and got["backbone"]
+
+
+def _sl_grads(cfg: ModelConfig) -> dict[str, float]:
+    """Gradient norms that L_sl alone sends to W_c, the separate scorer and the backbone."""
+    torch.manual_seed(0)
+    model = build_model(cfg, K)
+    out = model(*_pair())
+    loss = sum(F.cross_entropy(out[k].flatten(0, 1), torch.arange(K).repeat(2)) for k in ("sl_q", "sl_r"))
+    loss.backward()
+
+    def norm(m: torch.nn.Module | None) -> float:
+        return 0.0 if m is None else float(sum(p.grad.norm() for p in m.parameters() if p.grad is not None))
+
+    return {"classifier": norm(model.classifier), "scorer": norm(model.sl_classifier),
+            "backbone": norm(model.backbone)}
+
+
+def test_slsc_scorer_and_detach_route_the_single_label_gradient() -> None:
+    shared = _sl_grads(SMALL)
+    assert shared["classifier"] > 0 and shared["scorer"] == 0.0
+    separate = _sl_grads(replace(SMALL, sl_scorer="separate"))
+    assert separate["classifier"] > 0 and separate["scorer"] > 0  # W_c still shapes M and γ
+    isolated = _sl_grads(replace(SMALL, sl_scorer="separate", sl_detach=True))
+    assert isolated["classifier"] == 0.0 and isolated["scorer"] > 0 and isolated["backbone"] > 0
+    with pytest.raises(ConfigError, match="sl_scorer"):
+        replace(SMALL, sl_scorer="mlp")
 
 
 def test_switches_change_what_is_computed() -> None:

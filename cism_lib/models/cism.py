@@ -38,6 +38,9 @@ class CISMNet(nn.Module):
         cross = cfg.method == "cian" or (cism and cfg.cross_affinity)
         self.affinity = CrossImageAffinity(c) if cross else None
         self.classifier = nn.Conv2d(c, num_classes, 1, bias=False)  # W_c of Eq. (10)-(13)
+        # ReCAM scores its class-specific features with a classifier of its own (sl_scorer separate).
+        separate = self.use_slsc and cfg.sl_scorer == "separate"
+        self.sl_classifier = nn.Conv2d(c, num_classes, 1, bias=False) if separate else None
         paired = self.use_csm or self.use_nsc
         pv = cism and cfg.use_pv and (self.use_slsc or paired)
         self.prototype = PrototypeGenerator(c, cfg.proto_dim) if pv else None
@@ -81,8 +84,8 @@ class CISMNet(nn.Module):
             x_q, x_r = self.interaction(e_q, e_r) if self.interaction else (e_q, e_r)
             a_q, a_r = matching_maps(x_q, x_r, self.cfg.pie_norm)
         if self.use_slsc:
-            out["sl_q"] = self._slsc(cam_q, e_q, (cam_r, x_r, a_r))
-            out["sl_r"] = self._slsc(cam_r, e_r, (cam_q, x_q, a_q))
+            out["sl_q"] = self._slsc(f_q, cam_q, e_q, (cam_r, x_r, a_r))
+            out["sl_r"] = self._slsc(f_r, cam_r, e_r, (cam_q, x_q, a_q))
         if self.use_csm:  # Eq. (23)
             out["y_co"] = (self.psi(a_q[:, None] * x_q).mean((2, 3))
                            + self.psi(a_r[:, None] * x_r).mean((2, 3)))
@@ -91,9 +94,16 @@ class CISMNet(nn.Module):
             out["y_r_nc"] = self.psi((1 - a_r[:, None]) * x_r).mean((2, 3))
         return out
 
-    def _slsc(self, cam: torch.Tensor, e: torch.Tensor,
+    def _slsc(self, f: torch.Tensor, cam: torch.Tensor, e: torch.Tensor,
               other: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
-        """Z̃ of one image (Eq. 14-17) with prototypes (Eq. 3-4) enhanced by the other image (Eq. 8-9)."""
+        """Z̃ of one image (Eq. 14-17) with prototypes (Eq. 3-4) enhanced by the other image (Eq. 8-9).
+
+        With sl_detach the mask M and γ are computed from a detached CAM, so L_sl trains the
+        scorer and the features but does not push the CAM through its own weighting.
+        """
+        scores = cam if self.sl_classifier is None else self.sl_classifier(f)
+        if self.cfg.sl_detach:
+            cam = cam.detach()
         m = normalise_cam(cam)
         mask = m
         if self.prototype is not None:
@@ -106,7 +116,7 @@ class CISMNet(nn.Module):
                 protos = enhance_prototypes(protos, x_o, a_o, region_o)
             mask = m * prototype_similarity(protos, e)
         gamma = pixel_confidence(cam, self.cfg.gamma_axis)
-        return secondary_scores(cam, mask, gamma, self.cfg.sl_form)
+        return secondary_scores(scores, mask, gamma, self.cfg.sl_form, self.cfg.sl_pool)
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
         """Single-image CAMs ReLU(W_c^T F_n) [B,K,h,w]; CIAN's affinity pairs an image with itself."""

@@ -29,14 +29,24 @@ def pixel_confidence(cam: torch.Tensor, axis: str = "class") -> torch.Tensor:
 
 
 def secondary_scores(cam: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor,
-                     form: str = "recam") -> torch.Tensor:
+                     form: str = "recam", pool: str = "gamma") -> torch.Tensor:
     """Eq. (14)-(17): classifier scores of the γ-pooled class-specific features (mask_k ⊙ F_n).
 
     Row k of the 'recam' form [B,K,K] holds all K class scores of the class-k-specific feature
     Σ_x γ_k mask_k F_n / Σ_x γ_k; the classifier is linear, so this equals
     Σ_x w_k(x) cam_j(x) and F̃ [B,K,C,h,w] is never built. 'diag' keeps Z̃[k] = row k, column k.
+    `cam` is the linear classifier applied to F_n: W_c's CAM, or a separate scorer's map.
+    pool 'gamma' divides by Σ_x γ_k (Eq. 16 with R the whole image); 'masked' by Σ_x γ_k mask_k
+    (R the masked region), a true weighted mean whose scale does not shrink with the mask's area.
     """
-    weight = (gamma * mask).flatten(2) / gamma.flatten(2).sum(-1, keepdim=True).clamp_min(1e-6)
+    num = (gamma * mask).flatten(2)
+    if pool == "gamma":
+        den = gamma.flatten(2).sum(-1, keepdim=True)
+    elif pool == "masked":
+        den = num.sum(-1, keepdim=True)
+    else:
+        raise ValueError(f"unknown SLSC pooling {pool!r}; use gamma or masked")
+    weight = num / den.clamp_min(1e-6)
     scores = torch.einsum("bkx,bjx->bkj", weight, cam.flatten(2))
     if form == "recam":
         return scores
