@@ -61,9 +61,10 @@ class ModelConfig:
     pie_norm: str = "minmax"            # matching map A to [0,1]: minmax | affine ((cos+1)/2)
     pie_pool: str = "class"             # P' pooled per class (class) or over the whole map (global)
     sl_form: str = "recam"              # Z~ as [K,K] per-class scores (recam) or their diagonal (diag)
-    sl_scorer: str = "cam"              # Z~ scored by the CAM classifier W_c (cam) or ReCAM's own 1x1 (separate)
-    sl_pool: str = "gamma"              # Eq. 16 denominator: sum of gamma (gamma) or of gamma * mask (masked)
-    sl_detach: bool = False             # stop L_sl's gradient through the mask M and gamma into the CAM
+    # How L_sl reaches the CAM (docs/method.md, 8): the defaults are the readings that measured best.
+    sl_scorer: str = "separate"         # Z~ scored by ReCAM's own 1x1 (separate) or by W_c (cam)
+    sl_pool: str = "masked"             # Eq. 16 denominator: sum of gamma * mask (masked) or of gamma
+    sl_detach: bool = True              # no L_sl gradient through the mask M and gamma into the CAM
     cross_affinity: bool = True         # cism builds on CIAN's cross-image affinity (the paper's baseline)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cism_lib.config import RunConfig, config_hash, save_config
+from cism_lib.config import RunConfig, config_hash, save_config, to_dict
 from cism_lib.errors import ConfigError
 from cism_lib.runtime import write_json_atomic
 
@@ -85,9 +85,12 @@ def run_dir(cfg: RunConfig) -> Path:
     The hash covers the values that differ from the defaults. The name and out_dir are labels,
     and a synthetic dataset's root is only where its scenes are cached (its synth_* values fix
     the data), so none of them enter it: the same configuration reached from two notebooks, or
-    from two checkouts, reuses one run.
+    from two checkouts, reuses one run. A run with seg.enabled false never uses the other seg
+    values, so they do not enter it either.
     """
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
+    if not cfg.seg.enabled:
+        exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
     return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(cfg, exclude=exclude)}"
 
 

@@ -71,6 +71,9 @@ def test_run_dir_ignores_labels_and_the_synthetic_cache_folder(tmp_path):
     assert run_dir(cfg) == run_dir(moved) and run_dir(cfg).parent == tmp_path
     real = replace(cfg, **{"data.dataset": "isaid"})
     assert run_dir(real) != run_dir(replace(real, **{"data.root": "/elsewhere/isaid"}))
+    assert run_dir(cfg) != run_dir(replace(cfg, **{"seg.lr": 0.5}))
+    no_seg = replace(cfg, **{"seg.enabled": False})
+    assert run_dir(no_seg) == run_dir(replace(no_seg, **{"seg.lr": 0.5})) != run_dir(cfg)
 
 
 def test_classifier_checkpoint_model_check(tmp_path):

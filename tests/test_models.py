@@ -197,12 +197,13 @@ def _sl_grads(cfg: ModelConfig) -> dict[str, float]:
 
 
 def test_slsc_scorer_and_detach_route_the_single_label_gradient() -> None:
-    shared = _sl_grads(SMALL)
+    shared = _sl_grads(replace(SMALL, sl_scorer="cam", sl_detach=False))
     assert shared["classifier"] > 0 and shared["scorer"] == 0.0
-    separate = _sl_grads(replace(SMALL, sl_scorer="separate"))
+    separate = _sl_grads(replace(SMALL, sl_scorer="separate", sl_detach=False))
     assert separate["classifier"] > 0 and separate["scorer"] > 0  # W_c still shapes M and γ
     isolated = _sl_grads(replace(SMALL, sl_scorer="separate", sl_detach=True))
     assert isolated["classifier"] == 0.0 and isolated["scorer"] > 0 and isolated["backbone"] > 0
+    assert _sl_grads(SMALL) == isolated  # the defaults
     with pytest.raises(ConfigError, match="sl_scorer"):
         replace(SMALL, sl_scorer="mlp")
 

@@ -1,6 +1,6 @@
 """Pseudo-masks (dense CRF) and DeepLab for the real-tile runs of real_tiles_eval.py.
 
-Usage: CISM_ISAID_ROOT=/path/to/isaid512 python docs/scripts/real_tiles_chain.py cam cian cism
+Usage: CISM_ISAID_ROOT=/path/to/isaid512 python docs/scripts/real_tiles_chain.py cam cian cism-literal
        [--unary prob|label] [--no-seg]
 after real_tiles_eval.py has written each run's CAMs of the first 300 train / val tiles.
 `--unary label` uses IRN's CRF unary (crf.unary label); its outputs get a `_label` suffix.
@@ -18,12 +18,12 @@ import sys
 import torch
 
 from cism_lib import pipeline
-from cism_lib.config import load_config, replace
+from cism_lib.config import replace
 from cism_lib.data.isaid import SegFolder
 from cism_lib.metrics import write_metrics
 
 sys.path.insert(0, os.path.dirname(__file__))
-from real_tiles_eval import SHARED  # noqa: E402  (one budget for both scripts)
+from real_tiles_eval import method_config  # noqa: E402  (one budget for both scripts)
 
 ROOT = os.environ["CISM_ISAID_ROOT"]  # the real tiles: never a hard-coded path
 SEG = {"seg.crop_size": 256, "seg.epochs": 3, "seg.batch_size": 8}
@@ -39,7 +39,7 @@ def main(argv=None):
     tag = "" if args.unary == "prob" else f"_{args.unary}"
     train = SegFolder(ROOT, "train", max_items=300)
     for method in args.methods:
-        cfg = load_config("configs/isaid512.yaml", {**SHARED, "model.method": method})
+        cfg = method_config(method)
         rd = pipeline.run_dir(cfg)  # the classifier run (its hash does not include SEG or crf)
         cfg = replace(cfg, **{"crf.unary": args.unary})
         threshold = json.loads((rd / "metrics" / "cam_train_subset.json").read_text())["protocol"]["threshold"]
