@@ -313,6 +313,14 @@ def non_default(cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in here.items() if k not in base or base[k] != v}
 
 
+def matches_stored(stored: Any, cfg: Any) -> bool:
+    """True when a config dict stored with a checkpoint equals `cfg`; keys added since it was
+    written count as their defaults, so new options do not invalidate old checkpoints."""
+    if not isinstance(stored, dict):
+        return False
+    return {**to_dict(type(cfg)()), **stored} == to_dict(cfg)
+
+
 def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = ()) -> str:
     """A short stable hash of a config's non-default values (minus `exclude`d keys or sections).
 
@@ -330,5 +338,5 @@ def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = ()) -> str:
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "CamConfig", "CrfConfig", "SegConfig",
     "RunConfig", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash",
-    "flatten", "non_default",
+    "flatten", "non_default", "matches_stored",
 ]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cism_lib.config import ModelConfig, RunConfig, TrainConfig, config_hash, to_dict
+from cism_lib.config import RunConfig, TrainConfig, matches_stored, to_dict
 from cism_lib.errors import CheckpointError
 from cism_lib.runtime import DistInfo, atomic_path, autocast, dist_info, write_text_atomic
 
@@ -78,18 +78,9 @@ def save_checkpoint(path: Path, model: nn.Module, opt, sched, epoch: int, cfg: R
     """A plain-dict checkpoint (weights, optimizer, scheduler, epoch, config) written atomically."""
     core = model.module if hasattr(model, "module") else model
     state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "epoch": epoch, "config": to_dict(cfg), "config_hash": config_hash(cfg.model),
-             "history": history}
+             "epoch": epoch, "config": to_dict(cfg), "history": history}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def same_model_config(stored: Any, model: ModelConfig) -> bool:
-    """True when a checkpoint's stored model config equals `model`; keys added since it was
-    written count as their defaults, so new options do not invalidate old checkpoints."""
-    if not isinstance(stored, dict):
-        return False
-    return {**to_dict(ModelConfig()), **stored} == to_dict(model)
 
 
 def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
@@ -101,7 +92,7 @@ def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
                               "delete it to retrain from scratch") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a cism_lib checkpoint (no 'model' entry)")
-    if cfg is not None and not same_model_config(state.get("config", {}).get("model"), cfg.model):
+    if cfg is not None and not matches_stored(state.get("config", {}).get("model"), cfg.model):
         raise CheckpointError(f"{path}: checkpoint was trained with a different model config "
                               f"({state.get('config', {}).get('model')}); use another run folder "
                               "or delete the checkpoint")

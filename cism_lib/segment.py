@@ -21,7 +21,7 @@ from torch import nn
 
 from cism_lib.cam import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_image
 from cism_lib.classes import IGNORE_INDEX
-from cism_lib.config import SegConfig, to_dict
+from cism_lib.config import SegConfig, matches_stored, to_dict
 from cism_lib.crf import read_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
@@ -142,7 +142,7 @@ def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) 
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
-    if {**to_dict(SegConfig()), **(ckpt.get("config") or {})} != to_dict(cfg):
+    if not matches_stored(ckpt.get("config"), cfg):
         raise CheckpointError(f"{path}: made for config {ckpt.get('config')}, not {to_dict(cfg)}; "
                               "use another out_dir or delete it")
     model.load_state_dict(ckpt["model"])

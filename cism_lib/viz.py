@@ -303,16 +303,5 @@ def explore_panel(result: Mapping[str, Any]) -> Figure:
     return fig
 
 
-__all__ = [
-    "LiveCurves",
-    "cam_heatmap",
-    "cam_panel",
-    "class_counts_figure",
-    "comparison_bars",
-    "explore_panel",
-    "figure5",
-    "figure6_mosaics",
-    "mask_overlay",
-    "save_figure",
-    "training_curves",
-]
+__all__ = ["save_figure", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
+           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "explore_panel"]
