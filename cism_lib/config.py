@@ -30,6 +30,7 @@ class DataConfig:
     max_train: int | None = None        # take the first N training images (after sorting)
     max_val: int | None = None
     crop_size: int = 256
+    crop_mode: str = "crop"             # crop: random crop, labels of the whole image | fit: whole image
     scale_range: tuple[float, float] = (0.7, 1.3)
     color_jitter: float = 0.3
     min_pixels: int = 1                 # a class counts as present with at least this many pixels
@@ -221,7 +222,8 @@ def validate(cfg: Any, where: str = "config") -> None:
     checks: dict[type, list[tuple[bool, str]]] = {}
     if isinstance(cfg, DataConfig):
         checks[DataConfig] = [(cfg.dataset in ("synthetic", "isaid", "voc"),
-                               "dataset must be synthetic, isaid or voc")]
+                               "dataset must be synthetic, isaid or voc"),
+                              (cfg.crop_mode in ("crop", "fit"), "crop_mode must be crop or fit")]
     if isinstance(cfg, ModelConfig):
         checks[ModelConfig] = [
             (cfg.method in ("cam", "cian", "cism"), "method must be cam, cian or cism"),

@@ -68,7 +68,7 @@ def pair_dataset(cfg: RunConfig, progress: bool = True):
     mean, std = normalization(cfg)
     base = open_split(cfg, d.train_split, progress=progress)
     tf = TrainTransform(d.crop_size, scale_range=d.scale_range, color_jitter=d.color_jitter,
-                        mean=mean, std=std)
+                        mean=mean, std=std, mode=d.crop_mode)
     mcsg = None
     if d.mcsg:
         from cism_lib.data.mcsg import MCSG

@@ -135,3 +135,29 @@ def test_color_jitter_changes_image_only() -> None:
     jit = TrainTransform(crop_size=16, color_jitter=0.4)(image, mask, np.random.default_rng(3))
     assert torch.equal(plain[1], jit[1])
     assert not torch.allclose(plain[0], jit[0])
+
+
+def test_fit_mode_keeps_every_labelled_object_in_view() -> None:
+    # Four small objects in the corners of a 64-px image: a 32-px crop cannot hold them all, so
+    # "crop" mode drops some (whose image-level label remains); "fit" mode keeps each in view.
+    mask = np.zeros((64, 64), np.uint8)
+    for k, (y, x) in enumerate([(2, 2), (2, 54), (54, 2), (54, 54)], start=1):
+        mask[y:y + 8, x:x + 8] = k
+    image = PALETTE[mask]
+    crop = TrainTransform(crop_size=32, scale_range=(0.8, 1.2), color_jitter=0.0)
+    fit = TrainTransform(crop_size=32, scale_range=(0.8, 1.2), color_jitter=0.0, mode="fit")
+    lost = 0
+    for seed in range(10):
+        img, msk = fit(image, mask, np.random.default_rng(seed))
+        assert msk.shape == (32, 32) and img.shape == (3, 32, 32)
+        assert set(np.unique(msk.numpy())) - {IGNORE_INDEX} == {0, 1, 2, 3, 4}
+        lost += len({1, 2, 3, 4} - set(np.unique(crop(image, mask, np.random.default_rng(seed))[1].numpy())))
+    assert lost > 0
+    # The fitted image fills the window along its longer side at most (scale factor capped at 1).
+    _, msk = fit(image, mask, np.random.default_rng(0))
+    assert (msk.numpy() != IGNORE_INDEX).sum() <= 32 * 32
+
+
+def test_unknown_transform_mode_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="crop or fit"):
+        TrainTransform(crop_size=8, mode="resize")

@@ -102,7 +102,15 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.G
 
 @dataclass(frozen=True)
 class TrainTransform:
-    """Random rescale, flips, 90° rotations, crop with ignore padding and colour jitter."""
+    """Random rescale, flips, 90° rotations, crop with ignore padding and colour jitter.
+
+    mode "crop": the image is rescaled by a factor drawn from scale_range, then a random
+    crop_size window is cut. When the image is larger than the window, objects outside it are
+    lost while the image-level label still names them (label noise for small objects in large
+    tiles). mode "fit": the whole image is rescaled to fit in the window (longer side
+    crop_size times a factor from scale_range, capped at 1) and padded, so every labelled
+    object stays in view.
+    """
 
     crop_size: int
     scale_range: tuple[float, float] = (0.7, 1.3)
@@ -112,6 +120,11 @@ class TrainTransform:
     color_jitter: float = 0.3
     mean: Triple = IMAGENET_MEAN
     std: Triple = IMAGENET_STD
+    mode: str = "crop"          # crop | fit
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("crop", "fit"):
+            raise ConfigError(f"TrainTransform mode must be crop or fit, got {self.mode!r}")
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +133,8 @@ class TrainTransform:
         # color_jitter for a given generator state.
         scale = rng.uniform(*self.scale_range)
         h, w = mask.shape
+        if self.mode == "fit":
+            scale = min(scale, 1.0) * self.crop_size / max(h, w)
         image, mask = resize_pair(image, mask, max(1, round(h * scale)), max(1, round(w * scale)))
         if self.hflip and rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]

@@ -16,7 +16,7 @@ from cism_lib.engine import CKPT_NAME, load_classifier
 from cism_lib.metrics import evaluate_cams, write_metrics
 
 ROOT = os.environ["CISM_ISAID_ROOT"]  # the real tiles: never a hard-coded path
-SHARED = {"data.root": ROOT, "data.max_train": 600, "data.crop_size": 256, "train.epochs": 3,
+SHARED = {"data.root": ROOT, "data.max_train": 600, "data.crop_size": 256, "data.crop_mode": "crop", "train.epochs": 3,
           "train.lr": 0.005, "train.backbone_lr_mult": 0.1, "seg.enabled": False,
           "data.workers": 0, "out_dir": "runs/real"}
 # Methods by name. "cism-literal" is the session-2 CISM run: the literal reading of Eq. 14-17
