@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cism_lib.config import RunConfig, config_hash, save_config, to_dict
+from cism_lib.config import RunConfig, config_hash, replace, save_config, to_dict
 from cism_lib.errors import ConfigError
 from cism_lib.runtime import write_json_atomic
 
@@ -86,8 +86,11 @@ def run_dir(cfg: RunConfig) -> Path:
     and a synthetic dataset's root is only where its scenes are cached (its synth_* values fix
     the data), so none of them enter it: the same configuration reached from two notebooks, or
     from two checkouts, reuses one run. A run with seg.enabled false never uses the other seg
-    values, so they do not enter it either.
+    values, so they do not enter it either. An iSAID root given by the environment variable
+    counts as if it were passed as data.root (one folder for the same data either way).
     """
+    if cfg.data.dataset == "isaid" and not cfg.data.root and os.environ.get(ISAID_ENV):
+        cfg = replace(cfg, **{"data.root": os.environ[ISAID_ENV]})
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")

@@ -76,6 +76,17 @@ def test_run_dir_ignores_labels_and_the_synthetic_cache_folder(tmp_path):
     assert run_dir(no_seg) == run_dir(replace(no_seg, **{"seg.lr": 0.5})) != run_dir(cfg)
 
 
+def test_run_dir_of_an_isaid_root_from_the_environment(tmp_path, monkeypatch):
+    from cism_lib.pipeline import ISAID_ENV, run_dir
+
+    cfg = replace(RunConfig(), **{"out_dir": str(tmp_path), "data.dataset": "isaid"})
+    monkeypatch.setenv(ISAID_ENV, "/data/isaid")
+    assert run_dir(cfg) == run_dir(replace(cfg, **{"data.root": "/data/isaid"}))
+    assert run_dir(cfg) != run_dir(replace(cfg, **{"data.root": "/data/other"}))
+    monkeypatch.setenv(ISAID_ENV, "/data/other")
+    assert run_dir(cfg) == run_dir(replace(cfg, **{"data.root": "/data/other"}))
+
+
 def test_classifier_checkpoint_model_check(tmp_path):
     import torch
 
