@@ -5,7 +5,7 @@ after training each method at that budget:
   subset: cism train configs/isaid512.yaml with the overrides of SUBSET and METHODS (below);
           600 tiles, random 256 px crops, 3 epochs (about 9 min per method on 2 cores).
   full:   cism train configs/isaid512.yaml --seg.enabled false --out_dir runs/real (+ METHODS);
-          all 2300 train tiles shrunk whole to 384 px (data.crop_mode fit), 1 epoch (about 50 min).
+          all 2300 train tiles shrunk whole to 384 px (data.crop_mode fit), 1 epoch (about 40 min).
 
 Scored splits: subset: val = first 300 val tiles, threshold chosen on the first 300 train tiles,
 and the reverse. full: val = all val tiles with the threshold chosen on the first 300 train tiles
