@@ -19,6 +19,11 @@ ISAID_ENV = "CISM_ISAID_ROOT"
 
 
 # ----------------------------------------------------------------------------- data
+def given_root(d: Any) -> str | None:
+    """data.root as configured, or for iSAID the CISM_ISAID_ROOT environment variable."""
+    return d.root or (os.environ.get(ISAID_ENV) if d.dataset == "isaid" else None)
+
+
 def data_root(cfg: RunConfig, progress: bool = True) -> Path:
     """The dataset folder; SynthAerial is generated on first use."""
     d = cfg.data
@@ -29,7 +34,7 @@ def data_root(cfg: RunConfig, progress: bool = True) -> Path:
                                                                    d.synth_train, d.synth_val)
         return synthetic.generate(root, d.synth_train, d.synth_val, d.synth_size, d.synth_seed,
                                   progress=progress)
-    root = d.root or (os.environ.get(ISAID_ENV) if d.dataset == "isaid" else None)
+    root = given_root(d)
     if not root:
         hint = f" or set the {ISAID_ENV} environment variable" if d.dataset == "isaid" else ""
         raise ConfigError(f"data.root is not set for dataset {d.dataset!r}: pass --data.root DIR{hint}")
@@ -89,8 +94,8 @@ def run_dir(cfg: RunConfig) -> Path:
     values, so they do not enter it either. An iSAID root given by the environment variable
     counts as if it were passed as data.root (one folder for the same data either way).
     """
-    if cfg.data.dataset == "isaid" and not cfg.data.root and os.environ.get(ISAID_ENV):
-        cfg = replace(cfg, **{"data.root": os.environ[ISAID_ENV]})
+    if given_root(cfg.data) != cfg.data.root:
+        cfg = replace(cfg, **{"data.root": given_root(cfg.data)})
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")

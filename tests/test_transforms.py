@@ -153,9 +153,13 @@ def test_fit_mode_keeps_every_labelled_object_in_view() -> None:
         assert set(np.unique(msk.numpy())) - {IGNORE_INDEX} == {0, 1, 2, 3, 4}
         lost += len({1, 2, 3, 4} - set(np.unique(crop(image, mask, np.random.default_rng(seed))[1].numpy())))
     assert lost > 0
-    # The fitted image fills the window along its longer side at most (scale factor capped at 1).
-    _, msk = fit(image, mask, np.random.default_rng(0))
-    assert (msk.numpy() != IGNORE_INDEX).sum() <= 32 * 32
+    # Hand-computed sizes: factor 1 maps 64 px onto the whole 32-px window; factor 0.5 (and 1.3,
+    # capped at 1) gives a 16-px (32-px) image in the corner, the rest ignore padding.
+    for factor, side in ((1.0, 32), (0.5, 16), (1.3, 32)):
+        still = TrainTransform(crop_size=32, scale_range=(factor, factor), color_jitter=0.0, mode="fit",
+                               hflip=False, vflip=False, rot90=False)
+        m = still(image, mask, np.random.default_rng(0))[1].numpy()
+        assert (m[:side, :side] != IGNORE_INDEX).all() and (m != IGNORE_INDEX).sum() == side * side
 
 
 def test_unknown_transform_mode_is_a_clear_error() -> None:
