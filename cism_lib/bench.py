@@ -450,6 +450,10 @@ class SceneSet:
         """(image, mask) of sample i."""
         return self.images[i], self.masks[i]
 
+    def read_image(self, i: int) -> np.ndarray:
+        """Image i alone."""
+        return self.images[i]
+
 
 def render_scenes(n: int, size: int, seed: int = 0) -> SceneSet:
     """n SynthAerial scenes of size × size."""

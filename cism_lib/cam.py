@@ -19,12 +19,13 @@ from torch import nn
 from cism_lib.config import CamConfig
 from cism_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cism_lib.errors import ConfigError, DataError
-from cism_lib.runtime import atomic_path, autocast, write_text_atomic
+from cism_lib.runtime import Precision, atomic_path, precision_for, write_text_atomic
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool) -> torch.Tensor:
+def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool,
+               precision: Precision) -> torch.Tensor:
     """CAM of images resized by `scale` (plus the flipped-back CAM of the mirror) at full size."""
     b, _, h, w = images.shape
     x = images
@@ -33,7 +34,8 @@ def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool)
         x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
     if flip:
         x = torch.cat([x, x.flip(-1)], dim=0)
-    cam = model.cam(x).float()
+    with precision.autocast():
+        cam = model.cam(precision.images(x)).float()
     if flip:
         cam = cam[:b] + cam[b:].flip(-1)
     return F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)
@@ -47,11 +49,12 @@ def multiscale_cam(model: nn.Module, image: torch.Tensor, label: torch.Tensor,
 
     `image` is [3,H,W] or [B,3,H,W] (normalised, on the model's device), `label` [K] or [B,K]
     multi-hot; returns float32 [B,K,H,W]. Normalisation follows IRN: relu(cam) / (max + 1e-5).
+    The network runs under `runtime.precision_for(device, amp)`; resizing and sums are fp32.
     """
     images = image.unsqueeze(0) if image.dim() == 3 else image
     labels = torch.as_tensor(label).reshape(images.shape[0], -1).to(images.device, torch.float32)
-    with autocast(images.device, amp, fp16_fallback=True):
-        total = sum(_scale_cam(model, images, float(s), flip) for s in scales)
+    precision = precision_for(images.device, amp, inference=True)
+    total = sum(_scale_cam(model, images, float(s), flip, precision) for s in scales)
     cam = F.relu(total.float()) * labels[:, :, None, None]
     return cam / (cam.amax(dim=(2, 3), keepdim=True) + 1e-5)
 
@@ -74,7 +77,7 @@ def load_cam(path: str | Path, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as data:
             keys, cams = data["keys"].astype(np.int64), data["cams"]
     except FileNotFoundError:
-        raise DataError(f"{path}: CAM file not found (run make_cams first)") from None
+        raise DataError(f"{path}: CAM file not found (run `cism cams CONFIG` first)") from None
     except Exception as e:  # corrupt zip, missing arrays, truncated file
         raise DataError(f"{path}: unreadable CAM file ({e})") from None
     if keys.size and (keys.min() < 1 or keys.max() > num_fg) or cams.shape[0] != keys.size:
@@ -101,18 +104,18 @@ def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[floa
     return torch.from_numpy(np.ascontiguousarray(normalize(image, mean, std).transpose(2, 0, 1)))
 
 
-Raw = tuple[int, np.ndarray, np.ndarray]
+Raw = tuple[int, np.ndarray]
 
 
 def _raw_batches(dataset: Any, todo: list[int], batch_size: int) -> Iterator[list[Raw]]:
-    """Read images once and group consecutive ones of the same size into batches."""
+    """Read images (never their masks) and group consecutive ones of the same size into batches."""
     batch: list[Raw] = []
     for i in todo:
-        image, mask = dataset.read(i)
+        image = dataset.read_image(i)
         if batch and (image.shape != batch[0][1].shape or len(batch) >= batch_size):
             yield batch
             batch = []
-        batch.append((i, image, mask))
+        batch.append((i, image))
     if batch:
         yield batch
 
@@ -122,8 +125,8 @@ def _prepare(batch: list[Raw], transform: Transform | None, mean: Sequence[float
     """Normalised image batch [B,3,h,w]."""
     rng = np.random.default_rng(0)
     if transform is None:
-        return torch.stack([normalize_image(image, mean, std) for _, image, _ in batch])
-    return torch.stack([transform(image, mask, rng)[0] for _, image, mask in batch])
+        return torch.stack([normalize_image(image, mean, std) for _, image in batch])
+    return torch.stack([transform(image, None, rng)[0] for _, image in batch])
 
 
 def write_cam_meta(out_dir: str | Path, cfg: CamConfig, resume: bool = True) -> None:
@@ -154,7 +157,7 @@ def make_cams(model: nn.Module, dataset: Any, out_dir: str | Path, cfg: CamConfi
     out.mkdir(parents=True, exist_ok=True)
     write_cam_meta(out, cfg, resume=skip_done)
     todo = [i for i, sid in enumerate(dataset.ids) if not (skip_done and (out / f"{sid}.npz").exists())]
-    model.eval()
+    precision_for(device, amp, inference=True).model(model.eval())
     written: list[str] = []
     with tqdm(total=len(todo), desc="CAMs", disable=not progress) as bar:
         for batch in _raw_batches(dataset, todo, cfg.batch_size):

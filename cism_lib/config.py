@@ -80,8 +80,8 @@ class TrainConfig:
     optimizer: str = "adam"             # adam | sgd
     weight_decay: float = 1e-4
     poly_power: float = 0.9
-    amp: bool = True                    # bf16 autocast on CUDA; ignored on CPU
-    channels_last: bool = True
+    amp: bool = True                    # bf16 autocast on CUDA and bf16-native CPUs; false: fp32
+    channels_last: bool = True          # with bf16 only (runtime.precision_for)
     seed: int = 0
     max_steps: int | None = None
     log_every: int = 10
@@ -142,6 +142,7 @@ class RunConfig:
     name: str = "run"
     out_dir: str = "runs"
     device: str = "auto"                # auto | cpu | cuda | cuda:N
+    threads: int | None = None          # torch CPU threads; None: torch's default (the presets fix it)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -247,6 +248,8 @@ def validate(cfg: Any, where: str = "config") -> None:
     if isinstance(cfg, SegConfig):
         checks[SegConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be sgd or adam"),
                              (cfg.head in ("largefov", "deeplabv3"), "head must be largefov or deeplabv3")]
+    if isinstance(cfg, RunConfig):
+        checks[RunConfig] = [(cfg.threads is None or cfg.threads >= 1, "threads must be >= 1 or null")]
     for ok, msg in checks.get(type(cfg), []):
         if not ok:
             raise ConfigError(f"{where}: {msg}")
@@ -274,19 +277,50 @@ def replace(cfg: Any, _where: str = "", **changes: Any) -> Any:
     return from_dict(type(cfg), data, _where.rstrip(".") or "config")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML preset (may be partial) and apply dotted overrides."""
+def _yaml_error(path: Path, text: str, exc: Exception) -> ConfigError:
+    """A YAML syntax error as one line naming the file, line and column."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        line, column = mark.line + 1, mark.column + 1
+    else:  # a ReaderError (forbidden character) only knows its offset in the text
+        offset = getattr(exc, "position", 0)
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and start is not mark:
+        problem += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+    return ConfigError(f"{path}: invalid YAML at line {line}, column {column}: {problem}")
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, or a one-line ConfigError saying what is wrong with it."""
     import yaml
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file must be a YAML mapping")
-        data = loaded
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (a config is a YAML mapping)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(path, text, exc) from None
+    if loaded is None:
+        raise ConfigError(f"{path}: empty config file (write a YAML mapping such as configs/cpu.yaml, "
+                          "or name no file for the defaults)")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections, "
+                          f"not a {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML preset (may be partial) and apply dotted overrides."""
+    data = _read_mapping(Path(path)) if path is not None else {}
     cfg = from_dict(RunConfig, data, str(path or "config"))
     return replace(cfg, **(overrides or {})) if overrides else cfg
 
@@ -323,8 +357,10 @@ def matches_stored(stored: Any, cfg: Any) -> bool:
     return {**to_dict(type(cfg)()), **stored} == to_dict(cfg)
 
 
-def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = ()) -> str:
-    """A short stable hash of a config's non-default values (minus `exclude`d keys or sections).
+def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = (),
+                extra: dict[str, Any] | None = None) -> str:
+    """A short stable hash of a config's non-default values (minus `exclude`d keys or sections,
+    plus `extra` entries that are not config values, e.g. the precision a machine resolves to).
 
     Only values that differ from the defaults enter the hash, so a new field whose default keeps
     the old behaviour leaves every existing run folder and checkpoint valid.
@@ -333,6 +369,7 @@ def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = ()) -> str:
         return any(key == e or key.startswith(e + ".") for e in exclude)
 
     key = {k: v for k, v in non_default(cfg).items() if not excluded(k)}
+    key.update(extra or {})
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
 

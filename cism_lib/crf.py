@@ -184,7 +184,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: Any, out_dir: str | Path, cf
     n = n or os.cpu_count() or 1
     todo = [i for i, s in enumerate(dataset.ids) if not (skip_done and (out / f"{s}.png").exists())]
     palette, num_fg = _palette(dataset.classes), dataset.classes.num_foreground
-    jobs = (_Job(dataset.ids[i], dataset.read(i)[0], cam_dir / f"{dataset.ids[i]}.npz",
+    jobs = (_Job(dataset.ids[i], dataset.read_image(i), cam_dir / f"{dataset.ids[i]}.npz",
                  out / f"{dataset.ids[i]}.png", num_fg, palette, cfg, bg_threshold, bg_power)
             for i in todo)
     done = set(tqdm(_map_bounded(_run_job, jobs, n), total=len(todo), desc="pseudo-masks",

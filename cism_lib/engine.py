@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cism_lib.config import RunConfig, TrainConfig, matches_stored, to_dict
 from cism_lib.errors import CheckpointError
-from cism_lib.runtime import DistInfo, atomic_path, autocast, dist_info, write_text_atomic
+from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, precision_for, set_threads,
+                              write_text_atomic)
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -62,7 +63,7 @@ def steps_per_epoch(n_items: int, cfg: TrainConfig, dist: DistInfo) -> int:
 
 
 def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    """Move the tensors of a batch to the device (images in channels_last on CUDA)."""
+    """Move the tensors of a batch to the device (4-D image batches in channels_last if asked)."""
     out = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
@@ -99,23 +100,35 @@ def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
     return state
 
 
+def fp32_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model outputs cast to fp32, so every loss is computed in full precision."""
+    return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt, sched,
-                    device: torch.device, cfg: TrainConfig, n_steps: int, progress: bool) -> dict[str, float]:
-    """One pass over the pair loader; returns the mean of each loss term and the throughput."""
+                    device: torch.device, cfg: TrainConfig, n_steps: int, progress: bool,
+                    precision: Precision | None = None) -> dict[str, float]:
+    """One pass over the pair loader; returns the mean of each loss term and the throughput.
+
+    The forward pass runs under the precision policy (bf16 autocast where it is native), the
+    losses in fp32. Time spent waiting for the loader is reported as `data_s`.
+    """
     from tqdm.auto import tqdm
 
+    precision = precision or precision_for(device, cfg.amp, cfg.channels_last)
     model.train()
     sums: dict[str, float] = {}
-    n_images, t0 = 0, time.perf_counter()
-    channels_last = cfg.channels_last and device.type == "cuda"
+    n_images, t0, data_s = 0, time.perf_counter(), 0.0
     bar = tqdm(total=n_steps, desc="train", leave=False, disable=not progress)
+    t_wait = time.perf_counter()
     for step, batch in enumerate(loader):
         if step >= n_steps:
             break
-        batch = to_device(batch, device, channels_last)
-        with autocast(device, cfg.amp):
+        data_s += time.perf_counter() - t_wait
+        batch = to_device(batch, device, precision.channels_last)
+        with precision.autocast():
             out = model(batch["image_q"], batch.get("image_r"))
-            losses = loss_fn(out, batch)
+        losses = loss_fn(fp32_outputs(out), batch)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
@@ -125,10 +138,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
         n_images += batch["image_q"].shape[0] * (2 if "image_r" in batch else 1)
         bar.update(1)
         bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
+        t_wait = time.perf_counter()
     bar.close()
     elapsed = time.perf_counter() - t0
     stats = {k: v / max(1, min(n_steps, step + 1)) for k, v in sums.items()}
-    stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed)
+    stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed, data_s=data_s,
+                 **precision.record())
     return stats
 
 
@@ -175,10 +190,10 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     device = resolve_device(cfg.device, dist.local_rank)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, num_classes).to(device)
-    if cfg.train.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = precision.model(build_model(cfg.model, num_classes).to(device))
     if dist.enabled:
         model = _wrap_distributed(model, device, dist, cfg.train.sync_bn)
     n_steps = steps_per_epoch(len(dataset), cfg.train, dist)
@@ -195,7 +210,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
         loader = make_loader(dataset, cfg.train, epoch, cfg.data.workers, dist)
         try:
             stats = train_one_epoch(model, loader, loss_fn, opt, sched, device, cfg.train,
-                                    n_steps, progress and dist.is_main)
+                                    n_steps, progress and dist.is_main, precision)
         except torch.cuda.OutOfMemoryError:
             raise RuntimeError(f"CUDA out of memory at batch_size={cfg.train.batch_size}, crop "
                                f"{cfg.data.crop_size}: lower train.batch_size or data.crop_size, "

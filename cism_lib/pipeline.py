@@ -99,16 +99,34 @@ def run_dir(cfg: RunConfig) -> Path:
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
-    return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(cfg, exclude=exclude)}"
+    extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
+    return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(cfg, exclude=exclude, extra=extra)}"
+
+
+def cpu_bf16_run(cfg: RunConfig) -> bool:
+    """True when the run computes in bf16 on the CPU (the policy of runtime.precision_for).
+
+    Such runs get their own folder: their numbers differ from fp32 runs of the same config,
+    which is what a CPU run was before the bf16 path (so those folders stay valid).
+    """
+    return precision(cfg).name == "bf16" and precision(cfg).device_type == "cpu"
+
+
+def precision(cfg: RunConfig, inference: bool = False):
+    """The precision policy this run uses on this machine."""
+    from cism_lib.runtime import precision_for
+
+    return precision_for(_device(cfg), cfg.train.amp, cfg.train.channels_last, inference)
 
 
 def write_run_record(cfg: RunConfig, rd: Path) -> None:
-    """config.yaml and versions.json beside the outputs."""
-    from cism_lib.runtime import versions
+    """config.yaml and versions.json (with the thread count and precision policy) beside the outputs."""
+    from cism_lib.runtime import set_threads, versions
 
+    set_threads(cfg.threads)
     rd.mkdir(parents=True, exist_ok=True)
     save_config(cfg, rd / "config.yaml")
-    write_json_atomic(rd / "versions.json", versions())
+    write_json_atomic(rd / "versions.json", {**versions(), **precision(cfg).record()})
 
 
 def stage_done(rd: Path, stage: str) -> bool:
@@ -162,7 +180,9 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
     `on_epoch` is called with each epoch's log record (the notebooks' live curves).
     """
     from cism_lib.engine import train_classifier
+    from cism_lib.runtime import set_threads
 
+    set_threads(cfg.threads)
     pairs = pair_dataset(cfg, progress)
     model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress,
                              on_epoch=on_epoch)
@@ -263,8 +283,9 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
     pseudo = PseudoMaskDataset(train_ds, mask_dir, tf)
     val_ds = open_val(EvalTransform(mean, std))  # before training: a missing split fails fast
     model = build_segmenter(cfg.seg, train_ds.classes.num_classes)
-    train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed)
-    return evaluate_segmenter(model, val_ds, device, split=split)
+    train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
+                    amp=cfg.train.amp)
+    return evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp)
 
 
 STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -279,8 +300,9 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {STAGES}")
-    from cism_lib.runtime import dist_info
+    from cism_lib.runtime import dist_info, set_threads
 
+    set_threads(cfg.threads)
     main = dist_info().is_main
     rd = run_dir(cfg)
     if main:

@@ -54,16 +54,90 @@ def resolve_device(name: str = "auto", local_rank: int = 0):
     return torch.device(name)
 
 
-def autocast(device: Any, enabled: bool = True, fp16_fallback: bool = False):
-    """Mixed precision on CUDA (bf16; fp16 where bf16 is unsupported and fp16_fallback, i.e. for
-    inference: training has no GradScaler); a no-op context on every other device."""
+def cpu_bf16_supported() -> bool:
+    """True when this CPU runs bf16 convolutions natively (oneDNN's check: AVX512-BF16 or AMX)."""
     import torch
 
-    on_cuda = enabled and torch.device(device).type == "cuda"
-    dtype = torch.bfloat16
-    if on_cuda and fp16_fallback and not torch.cuda.is_bf16_supported():
-        dtype = torch.float16
-    return torch.autocast(device_type="cuda" if on_cuda else "cpu", dtype=dtype, enabled=on_cuda)
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The numeric policy of one stage: autocast dtype (None = fp32) and memory format.
+
+    One policy for every stage (classifier training, CAM inference, DeepLab training and
+    inference, bench): bf16 autocast + channels_last on CUDA and on CPUs with native bf16,
+    fp32 (contiguous) elsewhere or when `amp` is off. Losses and metrics stay fp32: callers
+    cast logits with `.float()` before a loss, and autocast keeps BatchNorm statistics in fp32.
+    """
+
+    device_type: str
+    dtype: Any = None
+    channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        """'bf16', 'fp16' or 'fp32'."""
+        return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(self.dtype), "fp32")
+
+    def autocast(self):
+        """The autocast context of the policy (disabled for fp32)."""
+        import torch
+
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.bfloat16,
+                              enabled=self.dtype is not None)
+
+    def model(self, module: Any) -> Any:
+        """The module in the policy's memory format (in place, returned)."""
+        import torch
+
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def images(self, x: Any) -> Any:
+        """A 4-D image batch in the policy's memory format."""
+        import torch
+
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def record(self) -> dict[str, str]:
+        """What run records store: precision and memory format."""
+        return {"precision": self.name,
+                "memory_format": "channels_last" if self.channels_last else "contiguous"}
+
+
+def precision_for(device: Any, amp: bool = True, channels_last: bool = True,
+                  inference: bool = False) -> Precision:
+    """The precision policy for a device: bf16 + channels_last where bf16 is native, else fp32.
+
+    On a CUDA device without bf16, inference falls back to fp16 (training has no GradScaler and
+    stays fp32). `amp=False` is exactly the fp32, contiguous path.
+    """
+    import torch
+
+    kind = torch.device(device).type
+    dtype = None
+    if amp and kind == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else (torch.float16 if inference else None)
+    elif amp and kind == "cpu" and cpu_bf16_supported():
+        dtype = torch.bfloat16
+    return Precision(kind, dtype, channels_last=channels_last and dtype is not None)
+
+
+def autocast(device: Any, enabled: bool = True, fp16_fallback: bool = False):
+    """The autocast context of `precision_for(device, enabled, inference=fp16_fallback)`."""
+    return precision_for(device, enabled, inference=fp16_fallback).autocast()
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (None or 0: leave torch's default); returns the count."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
@@ -152,7 +226,7 @@ def versions() -> dict[str, Any]:
         "cism_lib": cism_lib.__version__, "python": sys.version.split()[0],
         "platform": platform.platform(), "torch": torch.__version__, "numpy": np.__version__,
         "git_commit": git_commit(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "cpu_bf16": cpu_bf16_supported(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

@@ -25,7 +25,7 @@ from cism_lib.config import SegConfig, matches_stored, to_dict
 from cism_lib.crf import read_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
-from cism_lib.runtime import atomic_path, autocast, write_text_atomic
+from cism_lib.runtime import Precision, atomic_path, precision_for, write_text_atomic
 
 CHECKPOINT = "seg_checkpoint.pth"
 LOG = "seg_log.jsonl"
@@ -100,7 +100,7 @@ class PseudoMaskDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """{"image": float32 [3,H,W], "mask": int64 [H,W], "id": str} after the transform."""
-        image, _ = self.dataset.read(i)
+        image = self.dataset.read_image(i)  # the pseudo-mask is the target; no ground truth is read
         path = self.mask_dir / f"{self.ids[i]}.png"
         mask = read_index_png(path)
         if mask.shape != image.shape[:2]:
@@ -160,14 +160,15 @@ def _save(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any, hi
 
 
 def _train_one_epoch(model: nn.Module, loader: Any, opt: Any, sched: Any,
-                     device: torch.device, bar: Any) -> dict[str, float]:
-    """One pass over the loader; returns the mean loss and the step count."""
+                     device: torch.device, bar: Any, precision: Precision) -> dict[str, float]:
+    """One pass over the loader; returns the mean loss and the step count (loss in fp32)."""
     model.train()
     total, steps = 0.0, 0
     for batch in loader:
-        x, y = batch["image"].to(device), batch["mask"].to(device)
-        with autocast(device):
-            loss = F.cross_entropy(model(x).float(), y, ignore_index=IGNORE_INDEX)
+        x, y = precision.images(batch["image"].to(device)), batch["mask"].to(device)
+        with precision.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -186,16 +187,19 @@ def _epoch_loader(train_ds: Any, cfg: SegConfig, seed: int, epoch: int) -> torch
 
 
 def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: torch.device | str,
-                    out_dir: str | Path, progress: bool = True, seed: int = 0) -> list[dict]:
+                    out_dir: str | Path, progress: bool = True, seed: int = 0,
+                    amp: bool = True) -> list[dict]:
     """Train on pseudo-masks (CE, ignore 255); a checkpoint and a JSON-lines record per epoch.
 
     Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
+    The network runs under `runtime.precision_for(device, amp)`, the loss in fp32.
     """
     from tqdm.auto import tqdm
 
     out, device = Path(out_dir), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
-    model.to(device)
+    precision = precision_for(device, amp)
+    precision.model(model.to(device))
     loader = _epoch_loader(train_ds, cfg, seed, 0)
     opt, sched = _optimizer(model, cfg, cfg.epochs * len(loader))
     history = _resume(out / CHECKPOINT, cfg, model, opt, sched)
@@ -205,8 +209,8 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
         loader = _epoch_loader(train_ds, cfg, seed, epoch)
         start = time.time()
         with tqdm(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
-            stats = _train_one_epoch(model, loader, opt, sched, device, bar)
-        record = {"epoch": epoch + 1, **stats, "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
+            stats = _train_one_epoch(model, loader, opt, sched, device, bar, precision)
+        record = {"epoch": epoch + 1, **stats, **precision.record(), "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
         history.append(record)
         _save(out / CHECKPOINT, cfg, model, opt, sched, history)
         write_text_atomic(out / LOG, "".join(json.dumps(r) + "\n" for r in history))
@@ -215,16 +219,17 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
 
 @torch.no_grad()
 def evaluate_segmenter(model: nn.Module, val_ds: Any, device: torch.device | str,
-                       split: str | None = None) -> dict[str, Any]:
+                       split: str | None = None, amp: bool = True) -> dict[str, Any]:
     """Single-scale, no-CRF mIoU/OA on a dataset yielding {"image", "mask"} dicts (one at a time)."""
     device = torch.device(device)
-    model.to(device).eval()
+    precision = precision_for(device, amp, inference=True)
+    precision.model(model.to(device).eval())
     cm = ConfusionMatrix(val_ds.classes.num_classes)
     for i in range(len(val_ds)):
         item = val_ds[i]
-        with autocast(device, fp16_fallback=True):
-            logits = model(item["image"].unsqueeze(0).to(device))
+        with precision.autocast():
+            logits = model(precision.images(item["image"].unsqueeze(0).to(device))).float()
         cm.update(torch.as_tensor(item["mask"]).to(device), logits.argmax(1)[0])
     protocol = {"split": split or str(getattr(val_ds, "split", None) or type(val_ds).__name__),
-                "scales": [1.0], "flip": False, "crf": False}
+                "scales": [1.0], "flip": False, "crf": False, **precision.record()}
     return {"protocol": protocol, **with_class_names(cm.compute(), val_ds.classes.names)}

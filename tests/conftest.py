@@ -15,6 +15,16 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("CISM_CACHE_DIR", str(tmp_path_factory.mktemp("cism_cache")))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Runs set torch's thread count from their config; give every test the session's count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fixed-seed generator."""

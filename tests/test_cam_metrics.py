@@ -35,6 +35,9 @@ class ToyDataset:
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.images[i], self.masks[i]
 
+    def read_image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
 
 class PoolCam(nn.Module):
     """Fake classifier: CAM of class k = relu(channel k) average-pooled at stride 16."""
@@ -188,7 +191,7 @@ def test_load_cam_errors_name_the_file(tmp_path) -> None:
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match=f"^{bad}"):
         load_cam(bad, 2)
-    with pytest.raises(DataError, match="make_cams"):
+    with pytest.raises(DataError, match="cism cams"):
         load_cam(tmp_path / "missing.npz", 2)
     save_cam(tmp_path / "c.npz", np.ones((3, 2, 2)), np.array([0, 0, 1]))
     with pytest.raises(DataError, match="foreground classes"):

@@ -30,6 +30,9 @@ class ToyDataset:
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.images[i], self.masks[i]
 
+    def read_image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
 
 def _scene(rng: np.random.Generator, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
     """Black background with a red and a blue rectangle (clean colour edges) and its mask."""
@@ -126,7 +129,7 @@ def test_make_pseudo_masks_parallel_equals_serial_and_resumes(tmp_path) -> None:
 
 def test_missing_inputs_raise_data_error(tmp_path) -> None:
     ds = _write_cams(tmp_path, 1)
-    with pytest.raises(DataError, match="make_cams"):
+    with pytest.raises(DataError, match="cism cams"):
         make_pseudo_masks(tmp_path / "nothing", ds, tmp_path / "m", CrfConfig(), 0.4, workers=1, progress=False)
     with pytest.raises(DataError, match=f"^{tmp_path / 'm' / 'img0.png'}"):
         score_pseudo_masks(tmp_path / "m", ds)

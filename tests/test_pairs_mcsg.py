@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cism_lib.classes import ClassSet
-from cism_lib.data.mcsg import MCSG, mask_classes, mcsg_label_distribution, mosaic
+from cism_lib.classes import IGNORE_INDEX
+from cism_lib.data.mcsg import MCSG, MOSAIC_FILL, mask_classes, mcsg_label_distribution, mosaic
 from cism_lib.data.pairs import PairDataset, SingleDataset, pair_label_sets
 from cism_lib.data.transforms import EvalTransform, TrainTransform
-from tests.fixtures import interior
 
 # Pixel colour encodes the class, so alignment can be checked from the image alone.
 PALETTE = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255))
@@ -43,14 +43,19 @@ class FakeSeg:
         self.masks = [stripes(c, size, size + 2 * (i % 3)) for i, c in enumerate(class_lists)]
         k = TOY.num_foreground
         self.labels = np.stack([mask_classes(m, k) for m in self.masks])
-        self.reads = 0
+        self.reads = self.mask_reads = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        self.reads += 1
+        """Image and mask: figures and scoring only; training must never call it."""
+        self.mask_reads += 1
         return PAL[self.masks[i]], self.masks[i].copy()
+
+    def read_image(self, i: int) -> np.ndarray:
+        self.reads += 1
+        return PAL[self.masks[i]]
 
     def image_path(self, i: int) -> Path:
         return Path(f"/fake/{self.ids[i]}.png")
@@ -119,6 +124,7 @@ def test_pair_invariants_over_many_samples() -> None:
             assert torch.equal(co + item["label_r_nc"], l_r)
             assert (r != q) == (item["id_q"] != "img07")         # a partner whenever one exists
             assert item["image_q"].shape == (3, 8, base.masks[q].shape[1])
+    assert base.reads > 0 and base.mask_reads == 0
 
 
 def test_reference_is_uniform_among_candidates() -> None:
@@ -138,7 +144,7 @@ def test_pairs_deterministic_in_seed_epoch_index() -> None:
     for i in range(len(a)):
         x, y = a[i], b[i]
         assert x["id_r"] == y["id_r"] and torch.equal(x["image_q"], y["image_q"])
-        assert torch.equal(x["mask_r"], y["mask_r"])
+        assert torch.equal(x["image_r"], y["image_r"])
     by_epoch = []
     for e in range(4):
         a.set_epoch(e)
@@ -162,7 +168,7 @@ def test_dataloader_workers_give_same_pairs() -> None:
     assert len(serial) == len(parallel) == 3
     for s, p in zip(serial, parallel):
         assert s["id_q"] == p["id_q"] and s["id_r"] == p["id_r"]
-        for key in ("image_q", "image_r", "mask_q", "mask_r", "label_co"):
+        for key in ("image_q", "image_r", "label_co"):
             assert torch.equal(s[key], p[key])
 
 
@@ -171,7 +177,8 @@ def test_single_dataset_keys() -> None:
     single = SingleDataset(base, EvalTransform())
     assert len(single) == len(base) - 1 and single.excluded == ["img06"]
     item = single[0]
-    assert set(item) == {"image_q", "mask_q", "label_q", "id_q"}
+    assert set(item) == {"image_q", "label_q", "id_q"}   # no mask: weak supervision
+    assert base.mask_reads == 0
     assert item["label_q"].tolist() == [1, 0, 0, 0, 0]
 
 
@@ -204,45 +211,65 @@ def test_sample_returns_distinct_low_indices_led_by_first() -> None:
         assert len(set(m.sample(np.random.default_rng(s)))) == 4
 
 
-def test_mosaic_output_size_and_exact_alignment_of_uniform_tiles() -> None:
+def test_mosaic_keeps_every_tile_whole_and_aligned() -> None:
     sizes = [(20, 30), (12, 9), (17, 25), (8, 8)]
     masks = [np.full(s, c, np.uint8) for s, c in zip(sizes, (1, 2, 3, 4))]
     images = [PAL[m] for m in masks]
     for seed in range(10):
-        image, mask = mosaic(images, masks, np.random.default_rng(seed))
+        image, mask = mosaic(images, np.random.default_rng(seed), masks=masks)
         assert image.shape == (20, 30, 3) and mask.shape == (20, 30)
-        assert np.array_equal(image, PAL[mask])              # pixel-for-pixel alignment
-        assert set(np.unique(mask)) == {1, 2, 3, 4}          # each tile fills one cell
-    image, mask = mosaic(images, masks, np.random.default_rng(0), out_size=(11, 13))
+        tiles = mask != IGNORE_INDEX
+        assert np.array_equal(image[tiles], PAL[mask[tiles]])        # pixel-for-pixel alignment
+        assert np.all(image[~tiles] == MOSAIC_FILL)                  # the rest is the fill colour
+        assert set(np.unique(mask[tiles])) == {1, 2, 3, 4}            # every tile is in the mosaic
+        for c in (1, 2, 3, 4):                                        # ... as one whole rectangle
+            ys, xs = np.nonzero(mask == c)
+            assert (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) == len(ys)
+        no_mask, none = mosaic(images, np.random.default_rng(seed))
+        assert none is None and np.array_equal(no_mask, image)        # same geometry without masks
+    image, _ = mosaic(images, np.random.default_rng(0), out_size=(11, 13))
     assert image.shape == (11, 13, 3)
+
+
+def test_mosaic_tiles_keep_aspect_ratio_and_fit_their_cell() -> None:
+    """A 10x40 strip in a cell: scaled by the same factor in both axes, never cropped."""
+    masks = [np.full((10, 40), 1, np.uint8)] + [np.full((40, 40), c, np.uint8) for c in (2, 3, 4)]
+    for seed in range(20):
+        _, mask = mosaic([PAL[m] for m in masks], np.random.default_rng(seed), masks=masks,
+                         scale_range=(1.0, 1.0))
+        ys, xs = np.nonzero(mask == 1)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert abs(w / h - 4.0) < 4.0 / min(h, 4) + 0.5              # aspect kept up to rounding
 
 
 def test_mosaic_is_deterministic_and_random_in_layout() -> None:
     masks = [np.full((16, 16), c, np.uint8) for c in (1, 2, 3, 4)]
     images = [PAL[m] for m in masks]
-    a = mosaic(images, masks, np.random.default_rng(4))
-    b = mosaic(images, masks, np.random.default_rng(4))
+    a = mosaic(images, np.random.default_rng(4), masks=masks)
+    b = mosaic(images, np.random.default_rng(4), masks=masks)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    corners = {tuple(mosaic(images, masks, np.random.default_rng(s))[1][[0, 0, -1, -1], [0, -1, 0, -1]])
-               for s in range(30)}
-    assert len(corners) > 5                                  # random arrangement
+    centres = {tuple(mosaic(images, np.random.default_rng(s), masks=masks, scale_range=(1, 1))[1][
+        [3, 3, -4, -4], [3, -4, 3, -4]]) for s in range(30)}
+    assert len(centres) > 5                                  # random arrangement
 
 
-def test_mcsg_label_is_union_of_classes_in_stitched_mask() -> None:
+def test_mcsg_label_is_the_union_of_the_tiles_labels_and_reads_no_mask() -> None:
     base = FakeSeg(CLASS_LISTS, size=48)
     m = MCSG(base.labels)
     for seed in range(15):
         rng = np.random.default_rng(seed)
         indices = m.sample(rng, first=int(m.low[seed % len(m.low)]))
-        image, mask, label = m.compose(base, indices, rng)
-        present = {c for c in np.unique(mask) if c != 0}
-        assert set((np.flatnonzero(label) + 1).tolist()) == present
-        assert present <= set((np.flatnonzero(base.labels[indices].any(0)) + 1).tolist())
-        largest = (48, max(base.masks[i].shape[1] for i in indices))
-        assert image.shape[:2] == mask.shape == largest
-        inner = interior(mask, 2)
-        assert inner.mean() > 0.3
-        assert np.array_equal(image[inner], PAL[mask[inner]])
+        image, label = m.compose(base, indices, rng)
+        assert np.array_equal(label, base.labels[indices].any(0))
+        assert image.shape[:2] == (48, max(base.masks[i].shape[1] for i in indices))
+    assert base.mask_reads == 0
+    # The figure path stitches the ground truth with the same geometry: every labelled class
+    # is still in the stitched mask (whole tiles), so the union is exact.
+    image, mask, label = m.compose_with_mask(base, indices, np.random.default_rng(99))
+    again, _ = m.compose(base, indices, np.random.default_rng(99))
+    assert np.array_equal(image, again)
+    present = {int(c) for c in np.unique(mask) if c not in (0, IGNORE_INDEX)}
+    assert present == set((np.flatnonzero(label) + 1).tolist())
 
 
 def test_pair_dataset_with_mcsg_uses_mosaics_for_low_queries() -> None:
@@ -255,20 +282,20 @@ def test_pair_dataset_with_mcsg_uses_mosaics_for_low_queries() -> None:
         for i in range(len(pairs)):
             item = pairs[i]
             q = int(pairs.query_index[i])
-            mask = item["mask_q"].numpy()
             if item["id_q"].startswith("mosaic:"):
                 n_mosaic += 1
                 tiles = [base.ids.index(t) for t in item["id_q"][7:].split("+")]
                 assert tiles[0] == q and m.is_low[q] and len(tiles) == 4
-                present = sorted(c for c in np.unique(mask) if c != 0)
-                assert (np.flatnonzero(item["label_q"].numpy()) + 1).tolist() == present
+                union = base.labels[tiles].any(0).astype(np.float32)
+                assert np.array_equal(item["label_q"].numpy(), union)
                 assert base.ids.index(item["id_r"]) not in tiles
             else:
                 assert item["id_q"] == base.ids[q]
                 assert torch.equal(item["label_q"], torch.tensor(base.labels[q], dtype=torch.float32))
             assert item["label_co"].sum() > 0
             assert torch.equal(torch.maximum(item["label_co"], item["label_q_nc"]), item["label_q"])
-    assert n_mosaic >= 2 * sum(m.is_low)                    # prob=1: (nearly) all low queries
+    assert n_mosaic == 3 * sum(m.is_low)                    # prob=1: every low query, every epoch
+    assert base.mask_reads == 0
 
 
 def test_mcsg_label_distribution_before_and_after() -> None:
@@ -281,8 +308,6 @@ def test_mcsg_label_distribution_before_and_after() -> None:
     after = mcsg_label_distribution(m, base.labels, 400, np.random.default_rng(0))
     assert after.sum(1).mean() > before.sum(1).mean() + 1.0
     assert (after.sum(1) > 3).mean() > 0.5
-    real = mcsg_label_distribution(m, base.labels, 40, np.random.default_rng(1), base=base)
-    assert real.any(axis=1).all() and real.sum(1).mean() > 2.5
     none = mcsg_label_distribution(MCSG(base.labels, prob=0.0), base.labels, 400,
                                    np.random.default_rng(0))
     assert {tuple(r) for r in none} <= {tuple(r) for r in base.labels}

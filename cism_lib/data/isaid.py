@@ -75,8 +75,12 @@ class SegDataset:
         """Mask i as class ids uint8 [H, W]."""
         return read_mask(self.mask_paths[i], self.classes, self.mask_colour)
 
+    def read_image(self, i: int) -> np.ndarray:
+        """Image i as uint8 [H, W, 3], without its mask: what weakly supervised training reads."""
+        return read_image(self.image_paths[i])
+
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image uint8 [H, W, 3], mask uint8 [H, W]) of sample i, without transform."""
+        """(image uint8 [H, W, 3], mask uint8 [H, W]) of sample i, without transform (scoring)."""
         image, mask = read_image(self.image_paths[i]), self.read_mask(i)
         if image.shape[:2] != mask.shape:
             raise DataError(f"{self.mask_paths[i]}: mask size {mask.shape[1]}x{mask.shape[0]} "

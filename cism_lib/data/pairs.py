@@ -11,9 +11,10 @@ Sampling rules:
 - All randomness of item i in epoch e comes from `np.random.default_rng([seed, e, i])`: the
   pair and the augmentation are identical for any number of DataLoader workers and under DDP,
   where `DistributedSampler` only partitions the indices.
-- Labels are the dataset's image-level labels (`base.labels`), not recomputed from the augmented
-  mask, except for MCSG mosaics (see `cism_lib.data.mcsg`): the union of the tiles' labels
-  restricted to the classes present in the stitched mask; the reference then shares a class
+- Weak supervision: items are built from `base.read_image` and `base.labels` only; no pixel
+  mask is ever read (the masks define each image's label once, in the dataset, and score
+  results). Items carry no masks. MCSG mosaics (see `cism_lib.data.mcsg`) stitch whole images
+  and are labelled with the union of their four labels; the reference then shares a class
   with the mosaic and is none of its four tiles when possible. A mosaic query's id is
   "mosaic:" followed by the tiles' ids joined with "+".
 """
@@ -27,8 +28,7 @@ from torch.utils.data import Dataset
 
 from cism_lib.data.mcsg import MCSG
 
-Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator],
-                     tuple[torch.Tensor, torch.Tensor]]
+Transform = Callable[[np.ndarray, None, np.random.Generator], tuple[torch.Tensor, None]]
 
 
 def _is_bool(x: Any) -> bool:
@@ -116,18 +116,16 @@ class PairDataset(_Indexed):
         q = int(self.query_index[index])
         made = self.mcsg.maybe_mosaic(self.base, q, rng) if self.mcsg is not None else None
         if made is None:
-            image_q, mask_q = self.base.read(q)
-            label_q, id_q, tiles = self.labels[q], self.base.ids[q], [q]
+            image_q, label_q, id_q, tiles = self.base.read_image(q), self.labels[q], self.base.ids[q], [q]
         else:
-            image_q, mask_q, label_q, tiles = made
+            image_q, label_q, tiles = made
             id_q = "mosaic:" + "+".join(self.base.ids[t] for t in tiles)
         r = self.reference_for(label_q, tiles, rng)
-        image_r, mask_r = self.base.read(r)
         label_r = self.labels[r]
         l_co, l_q_nc, l_r_nc = pair_label_sets(label_q, label_r)
-        image_q, mask_q = self.transform(image_q, mask_q, rng)
-        image_r, mask_r = self.transform(image_r, mask_r, rng)
-        return {"image_q": image_q, "image_r": image_r, "mask_q": mask_q, "mask_r": mask_r,
+        image_q, _ = self.transform(image_q, None, rng)
+        image_r, _ = self.transform(self.base.read_image(r), None, rng)
+        return {"image_q": image_q, "image_r": image_r,
                 "label_q": _as_float(label_q), "label_r": _as_float(label_r),
                 "label_co": _as_float(l_co), "label_q_nc": _as_float(l_q_nc),
                 "label_r_nc": _as_float(l_r_nc), "id_q": id_q, "id_r": self.base.ids[r]}
@@ -139,8 +137,8 @@ class SingleDataset(_Indexed):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self.rng_for(index)
         q = int(self.query_index[index])
-        image, mask = self.transform(*self.base.read(q), rng)
-        return {"image_q": image, "mask_q": mask, "label_q": _as_float(self.labels[q]),
+        image, _ = self.transform(self.base.read_image(q), None, rng)
+        return {"image_q": image, "label_q": _as_float(self.labels[q]),
                 "id_q": self.base.ids[q]}
 
 

@@ -34,12 +34,14 @@ def normalization_for(backbone: str) -> tuple[Triple, Triple]:
                       "expected resnet* or efficientnet_lite0")
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, height: int, width: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize an image (bilinear) and its mask (nearest) to height x width."""
+def resize_pair(image: np.ndarray, mask: np.ndarray | None, height: int, width: int
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize an image (bilinear) and its mask (nearest; None stays None) to height x width."""
     if image.shape[:2] == (height, width):
         return image, mask
     img = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    if mask is None:
+        return img, None
     msk = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
     return img, msk
 
@@ -65,15 +67,21 @@ def denormalize(tensor: torch.Tensor | np.ndarray, mean: Triple, std: Triple) ->
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
+LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+
+
 def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Random brightness, contrast and saturation, each by a factor in [1-s, 1+s]; uint8 in/out."""
+    """Random brightness b, contrast c and saturation s, each a factor in [1-s, 1+s]; uint8 in/out.
+
+    The three steps x·b, (x - m)·c + m (m the mean grey level) and (x - g)·s + g (g the pixel's
+    grey level) are affine, and the luma weights sum to 1, so together they are one 3×3 colour
+    matrix c·b·(s·I + (1-s)·1 wᵀ) plus the offset (1-c)·m: one matrix product per pixel.
+    """
     b, c, s = rng.uniform(max(0.0, 1 - strength), 1 + strength, size=3)
-    x = image.astype(np.float32) * b
-    grey = x @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
-    x = (x - grey.mean()) * c + grey.mean()
-    grey = (x @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
-    x = (x - grey) * s + grey
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    m = b * float((image.reshape(-1, 3) @ LUMA).mean())
+    matrix = (c * b) * (s * np.eye(3, dtype=np.float32) + (1 - s) * np.outer(np.ones(3), LUMA))
+    x = image.reshape(-1, 3) @ matrix.T.astype(np.float32) + np.float32((1 - c) * m)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(image.shape)
 
 
 def crop_box(height: int, width: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -126,32 +134,39 @@ class TrainTransform:
         if self.mode not in ("crop", "fit"):
             raise ConfigError(f"TrainTransform mode must be crop or fit, got {self.mode!r}")
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 [H,W,3], uint8 [H,W], rng) → (float32 [3,c,c], int64 [c,c]), c = crop_size."""
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(uint8 [H,W,3], uint8 [H,W] or None, rng) → (float32 [3,c,c], int64 [c,c] or None).
+
+        The classifier's training path passes no mask (weak supervision reads none); the
+        image's geometry and colour draws do not depend on whether a mask is given.
+        """
         # Geometric draws come first and colour draws last, so the mask does not depend on
         # color_jitter for a given generator state.
         scale = rng.uniform(*self.scale_range)
-        h, w = mask.shape
+        h, w = image.shape[:2]
         if self.mode == "fit":
             scale = min(scale, 1.0) * self.crop_size / max(h, w)
         image, mask = resize_pair(image, mask, max(1, round(h * scale)), max(1, round(w * scale)))
+        views = [image] if mask is None else [image, mask]
         if self.hflip and rng.random() < 0.5:
-            image, mask = image[:, ::-1], mask[:, ::-1]
+            views = [v[:, ::-1] for v in views]
         if self.vflip and rng.random() < 0.5:
-            image, mask = image[::-1], mask[::-1]
+            views = [v[::-1] for v in views]
         if self.rot90:
             k = int(rng.integers(0, 4))
-            image, mask = np.rot90(image, k), np.rot90(mask, k)
-        y, x = crop_box(*mask.shape, self.crop_size, rng)
+            views = [np.rot90(v, k) for v in views]
+        y, x = crop_box(*views[0].shape[:2], self.crop_size, rng)
         c = self.crop_size
-        image, mask = image[y:y + c, x:x + c], mask[y:y + c, x:x + c]
+        views = [v[y:y + c, x:x + c] for v in views]
+        image = views[0]
         if self.color_jitter > 0:
             image = color_jitter(image, self.color_jitter, rng)
         # Padding after normalisation: image 0 (the mean colour), mask IGNORE_INDEX.
         out = pad_to(normalize(image, self.mean, self.std), c, 0.0)
-        mask = pad_to(mask, c, IGNORE_INDEX)
-        return to_tensors(out, mask)
+        if mask is None:
+            return to_tensors(out, np.zeros((0, 0), np.uint8))[0], None
+        return to_tensors(out, pad_to(views[1], c, IGNORE_INDEX))
 
 
 @dataclass(frozen=True)
@@ -162,12 +177,14 @@ class EvalTransform:
     std: Triple = IMAGENET_STD
     size: int | tuple[int, int] | None = None
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray,
-                 rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 [H,W,3], uint8 [H,W]) → (float32 [3,H',W'], int64 [H',W']); rng is unused."""
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None,
+                 rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(uint8 [H,W,3], uint8 [H,W] or None) → (float32 [3,H',W'], int64 [H',W'] or None)."""
         if self.size is not None:
             h, w = (self.size, self.size) if isinstance(self.size, int) else self.size
             image, mask = resize_pair(image, mask, h, w)
+        if mask is None:
+            return to_tensors(normalize(image, self.mean, self.std), np.zeros((0, 0), np.uint8))[0], None
         return to_tensors(normalize(image, self.mean, self.std), mask)
 
 
