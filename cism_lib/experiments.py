@@ -42,8 +42,8 @@ import cism_lib
 from cism_lib.classes import ISAID
 from cism_lib.config import CrfConfig, RunConfig, load_config, replace
 from cism_lib.errors import ConfigError
+from cism_lib.outputs import ROOT, output_dir
 
-ROOT = Path(cism_lib.__file__).resolve().parent.parent
 PROFILES = ("smoke", "cpu", "paper")
 PROFILE_ENV = "CISM_PROFILE"
 ISAID_ENV = "CISM_ISAID_ROOT"
@@ -154,14 +154,6 @@ def experiment_config(profile: str = "cpu", real: bool = False, **overrides: Any
         cfg = replace(_load_profile("isaid512"), out_dir=_load_profile(profile).out_dir)
         return replace(cfg, **{**plan.real_overrides, **overrides})
     return _anchor_synthetic(replace(_load_profile(profile), **{**plan.overrides, **overrides}))
-
-
-def output_dir(kind: str, profile: str) -> Path:
-    """results/ or figures/ for cpu; results/<profile>/ for smoke and paper (kept apart)."""
-    if kind not in ("results", "figures"):
-        raise ValueError(f"kind must be results or figures, got {kind!r}")
-    base = ROOT / kind
-    return base if profile == "cpu" else base / profile
 
 
 def data_label(cfg: RunConfig) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cism_lib.classes import ISAID, ClassSet, index_to_rgb
+from cism_lib.outputs import output_dir
 
 DPI = 100
 CAM_CMAP = "jet"
@@ -46,7 +47,6 @@ def _figure(ncols: int, nrows: int = 1, size: float = 3.0,
 
 def save_figure(fig: Figure, name: str, profile: str) -> Path:
     """Write figures/[<profile>/]<name>.png (fixed dpi, no metadata); returns the path."""
-    from cism_lib.experiments import output_dir
     from cism_lib.runtime import atomic_path
 
     path = output_dir("figures", profile) / f"{name}.png"

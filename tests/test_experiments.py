@@ -165,9 +165,9 @@ def test_run_rows_runs_the_plan_through_the_pipeline(monkeypatch: pytest.MonkeyP
 
 
 def test_write_table_and_figures_go_to_the_profile_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from cism_lib import viz
+    from cism_lib import outputs, viz
 
-    monkeypatch.setattr(ex, "ROOT", tmp_path)
+    monkeypatch.setattr(outputs, "ROOT", tmp_path)
     assert ex.write_table(pd.DataFrame({"a": [1 / 3]}), "t", "smoke") == tmp_path / "results/smoke/t.csv"
     assert (tmp_path / "results/smoke/t.csv").read_text() == "a\n0.3333\n"
     assert ex.write_table(pd.DataFrame({"a": [1]}), "t", "cpu") == tmp_path / "results/t.csv"
