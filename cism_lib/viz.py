@@ -1,8 +1,8 @@
 """Figures of the paper (5-9) and training curves, as matplotlib Figures written deterministically.
 
 Every function builds a `matplotlib.figure.Figure` directly (no pyplot state, works under the Agg
-backend and headless); `save_figure` writes PNGs with a fixed dpi and no software/time metadata,
-so the same inputs give the same bytes.
+backend and headless); `save_figure` writes PNGs (JPEGs for panels of images and CAMs) with a
+fixed dpi and no software/time metadata, so the same inputs give the same bytes.
 """
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ from cism_lib.classes import ISAID, ClassSet, index_to_rgb
 from cism_lib.outputs import output_dir
 
 DPI = 100
+# Photo-like panels (tiles, CAM heatmaps) are ~1 MB as PNG; as JPEG at this quality ~4x smaller,
+# with text and legend colours still clean.
+JPEG_QUALITY = 80
 CAM_CMAP = "jet"
 
 
 class NotebookFigure(Figure):
     """A Figure that shows itself as a PNG in Jupyter without pyplot or an inline backend."""
+
+    photo: bool = False  # panels of images or CAMs: save_figure writes them as JPEG
 
     def _repr_png_(self) -> bytes:
         """The figure as PNG bytes (what save_figure writes)."""
@@ -37,22 +42,30 @@ def write_png(fig: Figure, target: Any) -> None:
     fig.savefig(target, format="png", dpi=DPI, metadata={"Software": None})
 
 
-def _figure(ncols: int, nrows: int = 1, size: float = 3.0,
-            height: float | None = None) -> tuple[Figure, np.ndarray]:
-    """A Figure with an [nrows, ncols] array of axes."""
+def write_jpeg(fig: Figure, target: Any) -> None:
+    """The JPEG setting of photo-like figures: fixed dpi and quality (stable bytes)."""
+    fig.savefig(target, format="jpeg", dpi=DPI, pil_kwargs={"quality": JPEG_QUALITY, "optimize": True})
+
+
+def _figure(ncols: int, nrows: int = 1, size: float = 3.0, height: float | None = None,
+            photo: bool = False) -> tuple[Figure, np.ndarray]:
+    """A Figure with an [nrows, ncols] array of axes; `photo` marks panels of images to save as JPEG."""
     fig = NotebookFigure(figsize=(size * ncols, (height or size) * nrows), dpi=DPI, layout="constrained")
+    fig.photo = photo
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
 
 def save_figure(fig: Figure, name: str, profile: str) -> Path:
-    """Write figures/[<profile>/]<name>.png (fixed dpi, no metadata); returns the path."""
+    """Write figures/[<profile>/]<name>.png, or <name>.jpg for a photo-like figure; returns the path."""
     from cism_lib.runtime import atomic_path
 
-    path = output_dir("figures", profile) / f"{name}.png"
+    photo = getattr(fig, "photo", False)
+    path = output_dir("figures", profile) / f"{name}{'.jpg' if photo else '.png'}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        write_png(fig, tmp)
+        (write_jpeg if photo else write_png)(fig, tmp)
+    path.with_suffix(".png" if photo else ".jpg").unlink(missing_ok=True)  # a copy in the other format
     return path
 
 
@@ -92,7 +105,7 @@ def cam_panel(samples: Sequence[Mapping[str, np.ndarray]], classes: ClassSet = I
     CAM, or uint8 [H,W] class-id mask; "image" is required (the background of the overlays).
     """
     columns = list(columns or samples[0].keys())
-    fig, axes = _figure(len(columns), len(samples), size)
+    fig, axes = _figure(len(columns), len(samples), size, photo=True)
     for r, sample in enumerate(samples):
         for c, title in enumerate(columns):
             ax = axes[r, c]
@@ -195,7 +208,7 @@ def figure6_mosaics(mosaics: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
     from cism_lib.data.stats import category_histogram
 
     extra = int(before is not None and after is not None)
-    fig, axes = _figure(len(mosaics) + extra, 2, 2.4)
+    fig, axes = _figure(len(mosaics) + extra, 2, 2.4, photo=True)
     for j, (image, mask, label) in enumerate(mosaics):
         axes[0, j].imshow(image)
         axes[1, j].imshow(mask_overlay(image, mask, classes), interpolation="nearest")
@@ -288,7 +301,7 @@ def explore_panel(result: Mapping[str, Any]) -> Figure:
     """Image, ground truth, the chosen class's CAM and both masks of `experiments.explore`, with IoUs."""
     classes = result["classes"]
     image = result["image"]
-    fig, axes = _figure(3 + len(result["masks"]), 1, 2.6)
+    fig, axes = _figure(3 + len(result["masks"]), 1, 2.6, photo=True)
     panels = [("image", image), ("ground truth", mask_overlay(image, result["gt"], classes)),
               (f"CAM: {result['class_name']}", cam_heatmap(image, result["cam"]))]
     for name, mask in result["masks"].items():
