@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,33 @@ import pytest
 from cism_lib import outputs, viz
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------- .ci/run
+def _ci_root(tmp_path: Path, env_root: str | None = None) -> str:
+    """The CISM_ISAID_ROOT line .ci/run prints from a copy of it in tmp_path/repo (make stubbed)."""
+    (tmp_path / "repo" / ".ci").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / ".ci" / "run", tmp_path / "repo" / ".ci" / "run")
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    (tmp_path / "bin" / "make").write_text("#!/bin/sh\necho \"make $*\"\n")
+    (tmp_path / "bin" / "make").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CISM_ISAID_ROOT"}
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
+    if env_root is not None:
+        env["CISM_ISAID_ROOT"] = env_root
+    done = subprocess.run(["bash", str(tmp_path / "repo" / ".ci" / "run")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "make test"
+    return done.stdout.splitlines()[0]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_ci_run_looks_for_real_tiles_only_beside_the_clone_or_in_the_env(tmp_path: Path) -> None:
+    assert _ci_root(tmp_path) == "CISM_ISAID_ROOT=<unset: realdata tests skipped>"
+    assert _ci_root(tmp_path, "/some/tiles") == "CISM_ISAID_ROOT=/some/tiles"
+    (tmp_path / "shared" / "data" / "isaid512" / "train" / "images").mkdir(parents=True)
+    assert _ci_root(tmp_path) == f"CISM_ISAID_ROOT={tmp_path.resolve() / 'shared/data/isaid512'}"
+    assert _ci_root(tmp_path, "/some/tiles") == "CISM_ISAID_ROOT=/some/tiles"
 
 
 # ----------------------------------------------------------------------------- figures
