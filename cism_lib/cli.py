@@ -89,9 +89,13 @@ def _cmd_stage(args: argparse.Namespace) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
+    from cism_lib.errors import DataError
     from cism_lib.pipeline import collect_runs
 
-    print(collect_runs(args.dir).to_string())
+    if not args.dir.is_dir():
+        raise DataError(f"{args.dir}: no such runs folder (runs go to the config's out_dir)")
+    table = collect_runs(args.dir)
+    print(table.to_string() if len(table) else f"no runs in {args.dir} yet")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     except CismError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: keep the traceback
+            raise
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

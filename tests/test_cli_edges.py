@@ -12,9 +12,75 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cism_lib import outputs, viz
+from cism_lib import cli, outputs, viz
+from cism_lib.config import load_config
+from cism_lib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `cism argv`, expect exit code 2, and return its single stderr line."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("data:\n  root: [a,\nmodel:\n  eta: 0.3\n", "line 4, column 6"),   # unclosed flow sequence
+    ("model:\n\teta: 0.3\n", "line 2, column 1"),                        # a tab indent
+    ("model: eta: 0.3\n", "line 1, column 11"),                          # mapping inside a scalar
+    ("model:\n  eta: 0.3\x07\n", "line 2, column 11"),                   # a control character
+])
+def test_malformed_yaml_is_one_line_with_file_line_and_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    line = _error_line(capsys, ["train", str(bad)])
+    assert line.startswith(f"error: {bad}: invalid YAML at {where}: "), line
+    if "[" in text:  # where the unclosed bracket opened, too
+        assert line.endswith("(while parsing a flow sequence that starts at line 2, column 9)"), line
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"- a\n- b\n", "a config file must be a YAML mapping of sections, not a list"),
+    (b"just words\n", "a config file must be a YAML mapping of sections, not a str"),
+    (b"\xff\xfe\x00m", "not a UTF-8 text file"),
+])
+def test_config_file_that_is_not_a_mapping_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    assert _error_line(capsys, ["train", str(path)]) == f"error: {path}: {message}"
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_empty_config_file_is_an_error_not_the_defaults(tmp_path: Path, text: str) -> None:
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"c\.yaml: empty config file"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_missing_config_and_bad_override_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _error_line(capsys, ["train", str(tmp_path / "nope.yaml")]) == \
+        f"error: {tmp_path / 'nope.yaml'}: config file not found"
+    line = _error_line(capsys, ["train", str(REPO / "configs/smoke.yaml"), "--train.epochs", "many"])
+    assert line == "error: train.epochs: cannot read 'many' as int"
+
+
+def test_runs_of_a_missing_or_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _error_line(capsys, ["runs", str(tmp_path / "nope")]).startswith(
+        f"error: {tmp_path / 'nope'}: no such runs folder")
+    assert cli.main(["runs", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"no runs in {tmp_path} yet\n"
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "synth"
+    line = _error_line(capsys, ["data", "synth", "--out", str(out), "--train", "1", "--val", "1", "--size", "32"])
+    assert line == f"error: {out}: Not a directory"
 
 
 # ----------------------------------------------------------------------------- .ci/run
