@@ -311,3 +311,48 @@ def test_mcsg_label_distribution_before_and_after() -> None:
     none = mcsg_label_distribution(MCSG(base.labels, prob=0.0), base.labels, 400,
                                    np.random.default_rng(0))
     assert {tuple(r) for r in none} <= {tuple(r) for r in base.labels}
+
+
+# ---------------------------------------------------------------- sampler statistics (5 sigma bounds)
+
+def _five_sigma(counts: np.ndarray, cells: list[int]) -> None:
+    """Every cell within 5 binomial sigmas of n / len(cells), and nothing outside the cells."""
+    n, p = counts.sum(), 1 / len(cells)
+    bound = 5 * np.sqrt(n * p * (1 - p))
+    assert set(np.flatnonzero(counts)) == set(cells)
+    assert np.abs(counts[cells] - n * p).max() < bound, (counts[cells], n * p, bound)
+
+
+def test_reference_is_uniform_over_the_union_of_the_query_classes() -> None:
+    """Query img09 = classes {a, d}: candidates {0, 1, 4, 5, 8, 11}, each 1/6.
+
+    Drawing a class first and then an image of it (a realistic bug) gives images 4 and 5 (in both
+    classes) 1/4 each: 1500 of 6000 draws against the 1000 ± 144 (5 sigma) allowed here.
+    """
+    base = FakeSeg(CLASS_LISTS)
+    pairs = PairDataset(base, EvalTransform())
+    rng = np.random.default_rng(123)
+    draws = [pairs.reference_for(base.labels[9], [9], rng) for _ in range(6000)]
+    _five_sigma(np.bincount(draws, minlength=len(base)), [0, 1, 4, 5, 8, 11])
+
+
+def test_reference_uniform_after_excluding_mosaic_tiles() -> None:
+    """A mosaic of tiles {0, 2, 4} with classes {a, b, c}: every other image sharing one of them."""
+    base = FakeSeg(CLASS_LISTS)
+    pairs = PairDataset(base, EvalTransform())
+    label = base.labels[0] | base.labels[2] | base.labels[4]  # a, b, c, d
+    rng = np.random.default_rng(7)
+    draws = [pairs.reference_for(label, [0, 2, 4], rng) for _ in range(4000)]
+    _five_sigma(np.bincount(draws, minlength=len(base)), [1, 3, 5, 8, 9, 10, 11])
+
+
+def test_item_references_uniform_over_epochs() -> None:
+    """Through __getitem__ (rng per seed, epoch, item): img03 (class c) pairs with 2, 4, 5, 11."""
+    base = FakeSeg(CLASS_LISTS, size=4)
+    pairs = PairDataset(base, lambda image, mask, rng: (torch.zeros(1), None), seed=5)
+    item = list(pairs.query_index).index(3)
+    counts = np.zeros(len(base), dtype=np.int64)
+    for epoch in range(1600):
+        pairs.set_epoch(epoch)
+        counts[base.ids.index(pairs[item]["id_r"])] += 1
+    _five_sigma(counts, [2, 4, 5, 11])
