@@ -521,7 +521,7 @@ def mcsg_distribution(cfg: RunConfig, n: int = 2000, seed: int = 0,
     mcsg = MCSG(base.labels, max_categories=cfg.data.mcsg_max_categories, prob=prob,
                 batch_size=cfg.train.batch_size)
     before = mcsg_label_distribution(None, base.labels, n, np.random.default_rng(seed))
-    after = mcsg_label_distribution(mcsg, base.labels, n, np.random.default_rng(seed), base=base)
+    after = mcsg_label_distribution(mcsg, base.labels, n, np.random.default_rng(seed))
     return before, after
 
 
