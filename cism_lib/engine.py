@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,14 @@ def fp32_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): context for a measured time."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt, sched,
                     device: torch.device, cfg: TrainConfig, n_steps: int, progress: bool,
                     precision: Precision | None = None) -> dict[str, float]:
@@ -143,7 +152,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
     elapsed = time.perf_counter() - t0
     stats = {k: v / max(1, min(n_steps, step + 1)) for k, v in sums.items()}
     stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed, data_s=data_s,
-                 **precision.record())
+                 threads=torch.get_num_threads(), load_avg_1min=_load_average(), **precision.record())
     return stats
 
 
