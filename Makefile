@@ -44,7 +44,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: setup
-	$(PY) -m cism_lib.bench --device cpu
+	$(PY) -m cism_lib.bench --device cpu --compile
 
 bench-gpu: setup
 	$(PY) -m cism_lib.bench --device cuda

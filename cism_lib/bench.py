@@ -62,6 +62,9 @@ class BenchSettings:
     flops_size: int = 512                            # image side of the FLOPs / MFU table
     peak_tflops: float | None = None                 # device peak (dense bf16 on GPU) for MFU
     threads: int = 0                                 # torch CPU threads; 0 = torch's default
+    precisions: tuple[str, ...] = ("fp32", "bf16")   # measured side by side (bf16 = + channels_last)
+    seg_batch: int = 4                               # images per DeepLab training step
+    compile: bool = False                            # one torch.compile row (compile time included)
     quick: bool = False                              # a tiny run (tests, smoke)
     seed: int = 0
 
@@ -69,10 +72,10 @@ class BenchSettings:
 QUICK = {"size": 64, "batch": 1, "steps": 1, "warmup": 1, "backbones": ("resnet18",),
          "cam_images": 1, "crf_images": 2, "crf_workers": 2, "synth_images": 2, "synth_size": 64,
          "pie_size": 64, "pie_batch": 1, "pie_backbone": "resnet18", "flops_size": 64, "threads": 1,
-         "quick": True}
+         "seg_batch": 1, "compile": False, "quick": True}
 
 HELP = {
-    "device": "cpu, cuda or cuda:N (CUDA runs use bf16 autocast + channels_last)",
+    "device": "cpu, cuda or cuda:N",
     "size": "image side for training, CAM and CRF measurements",
     "batch": "pairs per training step (images/s counts both images of a pair)",
     "steps": "timed steps per measurement (median reported)",
@@ -88,6 +91,8 @@ HELP = {
     "flops_size": "image side of the FLOPs/MFU table",
     "peak_tflops": "peak TFLOP/s of the device (e.g. 989 for H100/H200 dense bf16) for MFU",
     "threads": "torch CPU threads (0 = default); 1 is faster on a shared, loaded machine",
+    "precisions": "precisions measured side by side: fp32 (contiguous) and bf16 (autocast + channels_last)",
+    "seg_batch": "images per DeepLab training step", "compile": "add one torch.compile row (first backbone, cam, bf16)",
     "quick": "tiny run (resnet18, 64², 1 step) for tests", "seed": "seed of the random inputs",
 }
 
@@ -273,34 +278,48 @@ def _batches(settings: BenchSettings, device: torch.device, channels_last: bool,
             yield to_device(batch, device, channels_last)
 
 
-def _new_model(backbone: str, method: str, device: torch.device) -> tuple[nn.Module, ModelConfig]:
-    """A randomly initialised classifier on the device (channels_last on CUDA)."""
+def named_precision(device: torch.device, name: str):
+    """The runtime.Precision called `name` on the device: fp32 (contiguous) or bf16 + channels_last."""
+    from cism_lib.runtime import Precision
+
+    if name == "fp32":
+        return Precision(device.type)
+    if name == "bf16":
+        return Precision(device.type, torch.bfloat16, channels_last=True)
+    raise ValueError(f"unknown precision {name!r}; use fp32 or bf16")
+
+
+def _new_model(backbone: str, method: str, device: torch.device,
+               precision: str = "bf16") -> tuple[nn.Module, ModelConfig]:
+    """A randomly initialised classifier on the device, in the precision's memory format."""
     from cism_lib.models import build_model
 
     cfg = ModelConfig(method=method, backbone=backbone, weights=None)
-    model = build_model(cfg, NUM_CLASSES).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = named_precision(device, precision).model(build_model(cfg, NUM_CLASSES).to(device))
     return model, cfg
 
 
 def _make_step(settings: BenchSettings, backbone: str, method: str, device: torch.device,
-               dataset: Any = None) -> Callable[[], None]:
-    """A closure running one training step (forward, total_loss, backward, Adam) of a new model."""
+               dataset: Any = None, precision: str = "bf16",
+               compile_model: bool = False) -> Callable[[], None]:
+    """A closure running one training step (forward under the precision, fp32 total_loss,
+    backward, Adam) of a new model, as engine.train_one_epoch does."""
     from cism_lib.config import TrainConfig
-    from cism_lib.engine import build_optimizer
+    from cism_lib.engine import build_optimizer, fp32_outputs
     from cism_lib.losses import total_loss
-    from cism_lib.runtime import autocast
 
     torch.manual_seed(settings.seed)
-    model, cfg = _new_model(backbone, method, device)
+    prec = named_precision(device, precision)
+    model, cfg = _new_model(backbone, method, device, precision)
     opt = build_optimizer(model.train(), TrainConfig(batch_size=settings.batch, lr=1e-4))
-    batches = _batches(settings, device, device.type == "cuda", dataset)
+    forward = torch.compile(model) if compile_model else model
+    batches = _batches(settings, device, prec.channels_last, dataset)
 
     def step() -> None:
         batch = next(batches)
-        with autocast(device, True):
-            losses = total_loss(model(batch["image_q"], batch["image_r"]), batch, cfg)
+        with prec.autocast():
+            out = forward(batch["image_q"], batch["image_r"])
+        losses = total_loss(fp32_outputs(out), batch, cfg)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
@@ -309,37 +328,62 @@ def _make_step(settings: BenchSettings, backbone: str, method: str, device: torc
 
 
 def bench_train_group(settings: BenchSettings, backbone: str, methods: Sequence[str],
-                      dataset: Any = None) -> list[dict[str, Any]]:
-    """Training images/s and peak memory of several methods, timed steps interleaved round-robin.
+                      dataset: Any = None, precisions: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Training images/s and peak memory of methods × precisions, timed steps interleaved round-robin.
 
     Peak memory covers building each model and its warm-up steps (the first step allocates
-    the Adam state); timed steps then alternate between methods, so a change in machine load
-    hits every method alike and their ratios stay fair.
+    the Adam state); timed steps then alternate between every (method, precision), so a change
+    in machine load hits all of them alike and their ratios stay fair.
     """
     device = resolve(settings)
+    combos = [(m, p) for m in methods for p in (precisions or settings.precisions)]
     steps, mems = {}, {}
-    for method in methods:
-        with PeakMemory(device) as mems[method]:
-            steps[method] = _make_step(settings, backbone, method, device, dataset)
-            timed(steps[method], max(1, settings.warmup), 0, device)
-    times: dict[str, list[float]] = {m: [] for m in methods}
+    for combo in combos:
+        with PeakMemory(device) as mems[combo]:
+            steps[combo] = _make_step(settings, backbone, combo[0], device, dataset, combo[1])
+            timed(steps[combo], max(1, settings.warmup), 0, device)
+    times: dict[tuple[str, str], list[float]] = {c: [] for c in combos}
     for _ in range(settings.steps):
-        for method in methods:
-            times[method] += timed(steps[method], 0, 1, device)
+        for combo in combos:
+            times[combo] += timed(steps[combo], 0, 1, device)
     rows = []
-    for method in methods:
-        median = statistics.median(times[method])
-        rows.append({"backbone": backbone, "method": method,
+    for method, prec in combos:
+        median = statistics.median(times[method, prec])
+        rows.append({"backbone": backbone, "method": method, "precision": prec,
                      "images_per_s": 2 * settings.batch / median, "step_s": median,
-                     "step_s_all": times[method], "peak_mem_mib": mems[method].mib,
-                     "mem_metric": mems[method].metric, "with_data": dataset is not None})
+                     "step_s_all": times[method, prec], "peak_mem_mib": mems[method, prec].mib,
+                     "mem_metric": mems[method, prec].metric, "with_data": dataset is not None})
     return rows
 
 
 def bench_train(settings: BenchSettings, backbone: str, method: str,
-                dataset: Any = None) -> dict[str, Any]:
+                dataset: Any = None, precision: str | None = None) -> dict[str, Any]:
     """Training step time, images/s (both images of a pair) and peak memory of one method."""
-    return bench_train_group(settings, backbone, (method,), dataset)[0]
+    prec = precision or settings.precisions[-1]
+    return bench_train_group(settings, backbone, (method,), dataset, (prec,))[0]
+
+
+def bench_compile(settings: BenchSettings, backbone: str, method: str = "cam",
+                  precision: str = "bf16") -> dict[str, Any]:
+    """torch.compile of one classifier: first-step seconds (compilation) and compiled vs eager
+    step time, measured interleaved."""
+    device = resolve(settings)
+    eager = _make_step(settings, backbone, method, device, None, precision)
+    compiled = _make_step(settings, backbone, method, device, None, precision, compile_model=True)
+    t0 = time.perf_counter()
+    compiled()
+    _sync(device)
+    compile_s = time.perf_counter() - t0
+    timed(eager, max(1, settings.warmup), 0, device)
+    timed(compiled, max(1, settings.warmup) - 1, 0, device)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(settings.steps):
+        times["eager"] += timed(eager, 0, 1, device)
+        times["compiled"] += timed(compiled, 0, 1, device)
+    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    return {"backbone": backbone, "method": method, "precision": precision,
+            "first_step_s": compile_s, "eager_step_s": e, "compiled_step_s": c,
+            "speedup": e / c, "break_even_steps": compile_s / max(e - c, 1e-9) if e > c else None}
 
 
 def warm_up(settings: BenchSettings) -> None:
@@ -359,42 +403,110 @@ def add_flops(row: dict[str, Any], size: int, peak_tflops: float | None) -> dict
 
 
 def train_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """images/s of each method ÷ CAM's (and CISM ÷ CIAN), per backbone (same run, same settings)."""
+    """Per backbone: images/s of each method ÷ CAM's (and CISM ÷ CIAN) at the fastest precision
+    measured, and bf16 ÷ fp32 per method (same run, same settings)."""
     out: dict[str, dict[str, float]] = {}
     for bb in dict.fromkeys(r["backbone"] for r in rows):
-        by = {r["method"]: r["images_per_s"] for r in rows if r["backbone"] == bb}
+        mine = [r for r in rows if r["backbone"] == bb]
+        precs = list(dict.fromkeys(r.get("precision", "fp32") for r in mine))
+        fast = "bf16" if "bf16" in precs else precs[-1]
+        by = {r["method"]: r["images_per_s"] for r in mine if r.get("precision", "fp32") == fast}
         pairs = [(m, "cam") for m in by if m != "cam"] + [("cism", "cian")]
         out[bb] = {f"{a}_over_{b}": by[a] / by[b] for a, b in pairs if a in by and b in by}
+        both = {(r["method"], r.get("precision", "fp32")): r["images_per_s"] for r in mine}
+        out[bb].update({f"{m}_bf16_over_fp32": both[m, "bf16"] / both[m, "fp32"]
+                        for m in by if (m, "bf16") in both and (m, "fp32") in both})
     return out
 
 
 # ----------------------------------------------------------------------------- CAMs, PIE
-def bench_cam(settings: BenchSettings, backbone: str, method: str = "cism") -> dict[str, Any]:
-    """Multi-scale + flip CAM inference images/s (cam.multiscale_cam, bf16 on CUDA)."""
+def bench_cam(settings: BenchSettings, backbone: str, method: str = "cism") -> list[dict[str, Any]]:
+    """Multi-scale + flip CAM inference images/s (cam.multiscale_cam), one row per precision,
+    calls interleaved."""
     from cism_lib.cam import multiscale_cam
 
     device = resolve(settings)
-    model, _ = _new_model(backbone, method, device)
-    model.eval()
     g = torch.Generator().manual_seed(settings.seed)
     images = torch.randn(settings.cam_images, 3, settings.size, settings.size, generator=g).to(device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.ones(settings.cam_images, NUM_CLASSES, device=device)
-    times = timed(lambda: multiscale_cam(model, images, labels, settings.cam_scales, True),
-                  1, settings.steps, device)
-    median = statistics.median(times)
-    return {"backbone": backbone, "method": method, "images_per_s": settings.cam_images / median,
-            "call_s": median, "images_per_call": settings.cam_images,
-            "scales": list(settings.cam_scales), "flip": True}
+    calls = {}
+    for prec in settings.precisions:
+        model, _ = _new_model(backbone, method, device, prec)
+        policy = named_precision(device, prec)
+
+        def call(model=model.eval(), policy=policy) -> None:
+            multiscale_cam(model, images, labels, settings.cam_scales, True, precision=policy)
+        calls[prec] = call
+        timed(call, 1, 0, device)
+    times: dict[str, list[float]] = {p: [] for p in calls}
+    for _ in range(settings.steps):
+        for prec, call in calls.items():
+            times[prec] += timed(call, 0, 1, device)
+    rows = []
+    for prec in calls:
+        median = statistics.median(times[prec])
+        rows.append({"backbone": backbone, "method": method, "precision": prec,
+                     "images_per_s": settings.cam_images / median, "call_s": median,
+                     "images_per_call": settings.cam_images, "scales": list(settings.cam_scales),
+                     "flip": True})
+    return rows
+
+
+def bench_seg(settings: BenchSettings, backbone: str) -> list[dict[str, Any]]:
+    """DeepLab-LargeFOV training step (fwd, fp32 CE, bwd, Adam) and single-image inference
+    images/s, per precision, interleaved."""
+    import torch.nn.functional as F
+
+    from cism_lib.config import SegConfig
+    from cism_lib.segment import build_segmenter
+
+    device = resolve(settings)
+    g = torch.Generator().manual_seed(settings.seed)
+    x = torch.randn(settings.seg_batch, 3, settings.size, settings.size, generator=g).to(device)
+    y = torch.randint(NUM_CLASSES + 1, (settings.seg_batch, settings.size, settings.size), generator=g).to(device)
+    fns: dict[tuple[str, str], Callable[[], None]] = {}
+    for prec in settings.precisions:
+        torch.manual_seed(settings.seed)
+        policy = named_precision(device, prec)
+        model = policy.model(build_segmenter(SegConfig(backbone=backbone, weights=None), NUM_CLASSES + 1).to(device))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        xb = policy.images(x)
+
+        def train(model=model, opt=opt, policy=policy, xb=xb) -> None:
+            model.train()
+            with policy.autocast():
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        @torch.no_grad()
+        def infer(model=model, policy=policy, xb=xb) -> None:
+            model.eval()
+            with policy.autocast():
+                model(xb[:1]).float().argmax(1)
+        fns[prec, "train"], fns[prec, "infer"] = train, infer
+        for fn in (train, infer):
+            timed(fn, max(1, settings.warmup), 0, device)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in fns}
+    for _ in range(settings.steps):
+        for key, fn in fns.items():
+            times[key] += timed(fn, 0, 1, device)
+    rows = []
+    for (prec, kind), ts in times.items():
+        n = settings.seg_batch if kind == "train" else 1
+        rows.append({"backbone": backbone, "precision": prec, "kind": kind,
+                     "images_per_s": n / statistics.median(ts), "step_s": statistics.median(ts)})
+    return rows
 
 
 def bench_pie(settings: BenchSettings) -> dict[str, Any]:
     """Share of PIE's (hw)×(hw) similarity (models.pie.matching_maps, fwd+bwd) in a CISM step."""
     from cism_lib.models.pie import matching_maps
-    from cism_lib.runtime import autocast
 
     device = resolve(settings)
+    policy = named_precision(device, settings.precisions[-1])
     at = dc_replace(settings, size=settings.pie_size, batch=settings.pie_batch)
     step = bench_train(at, settings.pie_backbone, "cism")
     mcfg = ModelConfig()
@@ -404,7 +516,7 @@ def bench_pie(settings: BenchSettings) -> dict[str, Any]:
                 .to(device).requires_grad_() for _ in range(2))
 
     def similarity() -> None:
-        with autocast(device, True):
+        with policy.autocast():
             a_q, a_r = matching_maps(x_q, x_r)
         (a_q.float().sum() + a_r.float().sum()).backward()
 
@@ -412,6 +524,7 @@ def bench_pie(settings: BenchSettings) -> dict[str, Any]:
     sim_flops = 2 * (side * side) ** 2 * mcfg.proto_dim  # X_Qᵀ X_R of one pair
     pair_flops = 2 * forward_flops(settings.pie_backbone, "cism", settings.pie_size)
     return {"size": settings.pie_size, "positions": side * side, "batch": settings.pie_batch,
+            "precision": settings.precisions[-1],
             "backbone": settings.pie_backbone, "proto_dim": mcfg.proto_dim,
             "step_s": step["step_s"], "pie_s": pie, "share": pie / step["step_s"],
             "sim_fwd_gflops_per_pair": sim_flops / 1e9, "flops_share": sim_flops / pair_flops}
@@ -573,8 +686,15 @@ def _measure_all(settings: BenchSettings, log: Callable[[str], None]) -> dict[st
     log(f"{device_name(device)}; settings {asdict(settings)}")
     warm_up(settings)
     train = run_training(settings, log)
-    cams = [bench_cam(settings, bb) for bb in settings.backbones]
-    log("CAM " + ", ".join(f"{c['backbone']} {c['images_per_s']:.2f} images/s" for c in cams))
+    cams = [row for bb in settings.backbones for row in bench_cam(settings, bb)]
+    log("CAM " + ", ".join(f"{c['backbone']} {c['precision']} {c['images_per_s']:.2f} images/s" for c in cams))
+    seg = [row for bb in settings.backbones for row in bench_seg(settings, bb)]
+    log("DeepLab " + ", ".join(f"{r['backbone']} {r['precision']} {r['kind']} {r['images_per_s']:.2f}"
+                               for r in seg))
+    compiled = bench_compile(settings, settings.backbones[-1]) if settings.compile else None
+    if compiled:
+        log(f"torch.compile {compiled['backbone']}: first step {compiled['first_step_s']:.1f} s, "
+            f"speed-up {compiled['speedup']:.2f}")
     crf = bench_crf(settings)
     log(f"CRF single {crf['single_images_per_s']:.2f}, pool {crf['pool_images_per_s']:.2f} images/s")
     synth = bench_synth(settings)
@@ -587,7 +707,8 @@ def _measure_all(settings: BenchSettings, log: Callable[[str], None]) -> dict[st
             "versions": versions(), "settings": asdict(settings),
             "load_average": {"start": list(load0), "end": list(os.getloadavg())},
             "targets": TARGETS, "train": train, "ratios": train_ratios(train), "cam": cams,
-            "crf": crf, "synth": synth, "pie": pie, "flops": flops_table(settings)}
+            "seg": seg, "compile": compiled, "crf": crf, "synth": synth, "pie": pie,
+            "flops": flops_table(settings)}
 
 
 def _fmt(x: float) -> str:
@@ -596,26 +717,60 @@ def _fmt(x: float) -> str:
 
 
 def _train_table(result: dict[str, Any]) -> list[str]:
-    """Markdown rows of the training measurements."""
+    """Markdown rows of the training measurements (one per backbone × method × precision)."""
     ratios = result["ratios"]
-    lines = ["| backbone | method | images/s | s/step | peak mem (MiB) | fwd GFLOPs/image | "
-             "images/s ÷ CAM |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| backbone | method | precision | images/s | s/step | peak mem (MiB) | fwd GFLOPs/image | "
+             "images/s ÷ CAM | bf16 ÷ fp32 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    fastest = {r["backbone"]: r.get("precision", "fp32") for r in result["train"]}
+    fastest.update({r["backbone"]: "bf16" for r in result["train"] if r.get("precision") == "bf16"})
     for r in result["train"]:
-        ratio = ratios.get(r["backbone"], {}).get(f"{r['method']}_over_cam", 1.0)
-        lines.append(f"| {r['backbone']} | {r['method']} | {_fmt(r['images_per_s'])} | "
+        prec = r.get("precision", "fp32")
+        rb = ratios.get(r["backbone"], {})
+        ratio = rb.get(f"{r['method']}_over_cam", 1.0) if prec == fastest[r["backbone"]] else None
+        speed = rb.get(f"{r['method']}_bf16_over_fp32") if prec == "bf16" else None
+        lines.append(f"| {r['backbone']} | {r['method']} | {prec} | {_fmt(r['images_per_s'])} | "
                      f"{r['step_s']:.3f} | {r['peak_mem_mib']:.0f} | "
-                     f"{r['fwd_gflops_per_image']:.1f} | {ratio:.2f} |")
+                     f"{r['fwd_gflops_per_image']:.1f} | {'' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{'' if speed is None else f'**{speed:.2f}×**'} |")
     return lines
 
 
+def _by_precision(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
+    """{group: {precision: images/s}} of rows grouped by `key`."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        out.setdefault(r[key], {})[r["precision"]] = r["images_per_s"]
+    return out
+
+
+def _precision_cells(by: dict[str, float]) -> str:
+    """'fp32 a, bf16 b images/s (b/a×)'."""
+    text = ", ".join(f"{p} {_fmt(v)}" for p, v in by.items()) + " images/s"
+    if "fp32" in by and "bf16" in by:
+        text += f" (bf16 ÷ fp32 **{by['bf16'] / by['fp32']:.2f}×**)"
+    return text
+
+
 def _stage_table(result: dict[str, Any]) -> list[str]:
-    """Markdown rows of the CAM, CRF, SynthAerial and PIE measurements."""
+    """Markdown rows of the CAM, DeepLab, compile, CRF, SynthAerial and PIE measurements."""
     s, crf, synth, pie = result["settings"], result["crf"], result["synth"], result["pie"]
     scales = "/".join(f"{x:g}" for x in s["cam_scales"])
     lines = ["| stage | measured |", "|---|---|"]
-    for c in result["cam"]:
-        lines.append(f"| multi-scale CAM ({scales} + flip), {c['backbone']} ({c['method']}), "
-                     f"{s['size']}² | {_fmt(c['images_per_s'])} images/s |")
+    for bb, by in _by_precision(result["cam"], "backbone").items():
+        lines.append(f"| multi-scale CAM ({scales} + flip), {bb}, {s['size']}² | {_precision_cells(by)} |")
+    for r in result.get("seg") or []:
+        r["group"] = f"{r['backbone']} {r['kind']}"
+    for group, by in _by_precision(result.get("seg") or [], "group").items():
+        bb, kind = group.split()
+        what = f"training step, batch {s['seg_batch']}" if kind == "train" else "inference, 1 image"
+        lines.append(f"| DeepLab-LargeFOV {what}, {bb}, {s['size']}² | {_precision_cells(by)} |")
+    comp = result.get("compile")
+    if comp:
+        be = comp["break_even_steps"]
+        lines.append(f"| torch.compile, {comp['backbone']} {comp['method']} training, {comp['precision']} | "
+                     f"first step {comp['first_step_s']:.0f} s; {comp['compiled_step_s']:.2f} vs eager "
+                     f"{comp['eager_step_s']:.2f} s/step = {comp['speedup']:.2f}× "
+                     f"({'pays off after ' + str(round(be)) + ' steps' if be else 'never pays off'}) |")
     target = TARGETS["crf_pool_speedup"]
     lines += [
         f"| pseudo-masks (CRF + argmax + PNG), {crf['size']}², 1 process | "
@@ -624,8 +779,8 @@ def _stage_table(result: dict[str, Any]) -> list[str]:
         f"images/s: **{crf['speedup']:.2f}×** (target ≥ {target}×; masks identical: "
         f"{'yes' if crf['pool_matches_single'] else 'NO'}) |",
         f"| SynthAerial render_scene {synth['size']}², 1 core | {_fmt(synth['images_per_s'])} images/s |",
-        f"| PIE similarity (fwd+bwd), {pie['size']}² → {pie['positions']} positions, "
-        f"{pie['backbone']} batch {pie['batch']} | {pie['pie_s'] * 1e3:.1f} ms of a "
+        f"| PIE similarity (fwd+bwd, {pie.get('precision', 'fp32')}), {pie['size']}² → {pie['positions']} "
+        f"positions, {pie['backbone']} batch {pie['batch']} | {pie['pie_s'] * 1e3:.1f} ms of a "
         f"{pie['step_s']:.2f} s CISM step = **{100 * pie['share']:.1f} %** (forward FLOPs share "
         f"{100 * pie['flops_share']:.1f} %) |"]
     return lines
@@ -650,7 +805,8 @@ def command_line(settings: dict[str, Any]) -> str:
 def render_markdown(result: dict[str, Any]) -> str:
     """The Markdown block of one run: header, training table, ratio line, stage table."""
     s, dev, load = result["settings"], result["device"], result["load_average"]
-    prec = "bf16 autocast + channels_last" if dev["type"] == "cuda" else "fp32"
+    prec = (" vs ".join(s.get("precisions", ["fp32"])) + " (bf16 = autocast + channels_last, "
+            "losses in fp32), measured interleaved")
     data = "real pipeline (SynthAerial pairs + DataLoader)" if s["with_data"] else "random tensors"
     head = [f"Run {result['created']} on **{dev['name']}**, torch {result['versions']['torch']} "
             f"({dev['torch_threads']} threads), Python {result['versions']['python']}"

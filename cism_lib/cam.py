@@ -44,16 +44,17 @@ def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool,
 @torch.no_grad()
 def multiscale_cam(model: nn.Module, image: torch.Tensor, label: torch.Tensor,
                    scales: Sequence[float] = (0.5, 1.0, 1.5, 2.0), flip: bool = True,
-                   amp: bool = True) -> torch.Tensor:
+                   amp: bool = True, precision: Precision | None = None) -> torch.Tensor:
     """Sum of CAMs over scales (and flips), absent classes zeroed, each class max-normalised to [0, 1].
 
     `image` is [3,H,W] or [B,3,H,W] (normalised, on the model's device), `label` [K] or [B,K]
     multi-hot; returns float32 [B,K,H,W]. Normalisation follows IRN: relu(cam) / (max + 1e-5).
-    The network runs under `runtime.precision_for(device, amp)`; resizing and sums are fp32.
+    The network runs under `precision` (default `runtime.precision_for(device, amp)`); resizing
+    and sums are fp32.
     """
     images = image.unsqueeze(0) if image.dim() == 3 else image
     labels = torch.as_tensor(label).reshape(images.shape[0], -1).to(images.device, torch.float32)
-    precision = precision_for(images.device, amp, inference=True)
+    precision = precision or precision_for(images.device, amp, inference=True)
     total = sum(_scale_cam(model, images, float(s), flip, precision) for s in scales)
     cam = F.relu(total.float()) * labels[:, :, None, None]
     return cam / (cam.amax(dim=(2, 3), keepdim=True) + 1e-5)

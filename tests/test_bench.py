@@ -26,27 +26,34 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 def test_json_has_every_measurement(quick_run: tuple[dict, str]) -> None:
     """Device, versions, settings and each section are present, with positive rates."""
     result, _ = quick_run
-    assert {"device", "versions", "settings", "load_average", "train", "ratios", "cam", "crf",
-            "synth", "pie", "flops"} <= set(result)
+    assert {"device", "versions", "settings", "load_average", "train", "ratios", "cam", "seg",
+            "crf", "synth", "pie", "flops"} <= set(result)
     assert result["device"]["type"] == "cpu" and result["versions"]["torch"] == torch.__version__
     assert result["settings"]["quick"] and result["settings"]["size"] == 64
-    assert [(r["backbone"], r["method"]) for r in result["train"]] == [
-        ("resnet18", "cam"), ("resnet18", "cian"), ("resnet18", "cism")]
+    assert [(r["backbone"], r["method"], r["precision"]) for r in result["train"]] == [
+        ("resnet18", m, p) for m in ("cam", "cian", "cism") for p in ("fp32", "bf16")]
     for row in result["train"]:
         assert row["images_per_s"] > 0 and row["step_s"] > 0 and row["peak_mem_mib"] >= 0
         assert row["images_per_s"] == pytest.approx(2 * 1 / row["step_s"])  # both images of 1 pair
         assert row["fwd_gflops_per_image"] > 0 and row["train_tflops_per_s"] > 0
     assert max(r["peak_mem_mib"] for r in result["train"]) > 0
+    assert [c["precision"] for c in result["cam"]] == ["fp32", "bf16"]
     assert result["cam"][0]["images_per_s"] > 0 and result["cam"][0]["scales"] == [0.5, 1.0, 1.5, 2.0]
+    assert {(r["precision"], r["kind"]) for r in result["seg"]} == {
+        (p, k) for p in ("fp32", "bf16") for k in ("train", "infer")}
+    assert all(r["images_per_s"] > 0 for r in result["seg"]) and result["compile"] is None
     assert result["synth"]["images_per_s"] > 0 and result["synth"]["size"] == 64
 
 
 def test_ratios_and_shares_are_consistent(quick_run: tuple[dict, str]) -> None:
     """CISM/CAM, the CRF speed-up and the PIE share are the quotients of the measured numbers."""
     result, _ = quick_run
-    ips = {r["method"]: r["images_per_s"] for r in result["train"]}
-    assert result["ratios"]["resnet18"]["cism_over_cam"] == pytest.approx(ips["cism"] / ips["cam"])
-    assert result["ratios"]["resnet18"]["cism_over_cian"] == pytest.approx(ips["cism"] / ips["cian"])
+    ips = {r["method"]: r["images_per_s"] for r in result["train"] if r["precision"] == "bf16"}
+    fp32 = {r["method"]: r["images_per_s"] for r in result["train"] if r["precision"] == "fp32"}
+    ratios = result["ratios"]["resnet18"]
+    assert ratios["cism_over_cam"] == pytest.approx(ips["cism"] / ips["cam"])
+    assert ratios["cism_over_cian"] == pytest.approx(ips["cism"] / ips["cian"])
+    assert ratios["cam_bf16_over_fp32"] == pytest.approx(ips["cam"] / fp32["cam"])
     crf = result["crf"]
     assert crf["workers"] == 2 and crf["pool_matches_single"]
     assert crf["speedup"] == pytest.approx(crf["pool_images_per_s"] / crf["single_images_per_s"])
