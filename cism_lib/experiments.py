@@ -255,7 +255,14 @@ def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path) -> dic
 
     metrics = scalar_metrics(rd)
     return {"table": table, "row": row.label, "seed": seed, "run": rd.name, "run_dir": _portable(rd),
-            "data": data_label(cfg), **_protocol_columns(cfg, rd), **metrics}
+            "data": data_label(cfg), **_protocol_columns(cfg, rd), **_compute_columns(rd), **metrics}
+
+
+def _compute_columns(rd: Path) -> dict[str, Any]:
+    """Torch threads and precision of a run, from its versions.json (numbers depend on both)."""
+    path = Path(rd) / "versions.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {"threads": record.get("torch_threads"), "precision": record.get("precision", "fp32")}
 
 
 def _portable(path: Path) -> str:
@@ -303,7 +310,8 @@ def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- summaries
-DESCRIPTIVE = ("table", "data", "eval_split", "threshold_selected_on", "scales", "flip", "crf")
+DESCRIPTIVE = ("table", "data", "eval_split", "threshold_selected_on", "scales", "flip", "crf",
+               "threads", "precision")
 
 
 def summarise(df: pd.DataFrame, metrics: Sequence[str], by: str = "row") -> pd.DataFrame:
