@@ -122,11 +122,16 @@ def test_regeneration_skipped_and_mismatch_raises(tmp_path, monkeypatch):
         generate(foreign, 1, 1, size=48, progress=False)
 
 
-def test_default_root(monkeypatch):
+def test_default_root_does_not_depend_on_the_current_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("CISM_DATA_DIR", raising=False)
-    assert default_root(256, 0, 600, 200) == Path("data") / "synth-256-s0-600-200"
+    checkout = Path(synthetic.__file__).resolve().parents[2]
+    here = default_root(256, 0, 600, 200)
+    monkeypatch.chdir(tmp_path)
+    assert default_root(256, 0, 600, 200) == here == checkout / "data" / "synth-256-s0-600-200"
     monkeypatch.setenv("CISM_DATA_DIR", "/tmp/elsewhere")
     assert default_root(128, 3, 10, 5) == Path("/tmp/elsewhere/synth-128-s3-10-5")
+    monkeypatch.setenv("CISM_DATA_DIR", "rel")  # a relative override is resolved once, here
+    assert default_root(1, 0, 1, 1) == tmp_path / "rel" / "synth-1-s0-1-1"
 
 
 def test_interrupted_generation_resumes(tmp_path, monkeypatch):

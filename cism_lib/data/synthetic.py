@@ -1285,9 +1285,21 @@ def present_classes(mask: np.ndarray) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- dataset folder
+def data_home() -> Path:
+    """Where SynthAerial sets live, whatever the current directory: $CISM_DATA_DIR if set, else
+    the `data/` folder of the source checkout cism_lib runs from, else ~/.cache/cism_lib/data."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and os.access(checkout, os.W_OK):
+        return checkout / "data"
+    return Path.home() / ".cache" / "cism_lib" / "data"
+
+
 def default_root(size: int, seed: int, n_train: int, n_val: int) -> Path:
-    """Default folder of a SynthAerial dataset: $CISM_DATA_DIR (or ./data)/synth-<params>."""
-    return Path(os.environ.get(DATA_DIR_ENV) or "data") / f"synth-{size}-s{seed}-{n_train}-{n_val}"
+    """Default folder of a SynthAerial dataset: data_home()/synth-<params> (an absolute path, so
+    `cism` run from any folder finds the same set)."""
+    return data_home() / f"synth-{size}-s{seed}-{n_train}-{n_val}"
 
 
 def image_id(index: int) -> str:
