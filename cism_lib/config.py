@@ -67,6 +67,8 @@ class ModelConfig:
     sl_pool: str = "masked"             # Eq. 16 denominator: sum of gamma * mask (masked) or of gamma
     sl_detach: bool = True              # no L_sl gradient through the mask M and gamma into the CAM
     cross_affinity: bool = True         # cism builds on CIAN's cross-image affinity (the paper's baseline)
+    self_ml: bool = False               # also L_ml on each image paired with itself (the test-time path)
+    loss_reduction: str = "mean"        # soft-margin losses over classes: mean, or sum as Eq. 19/24/27 read
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class TrainConfig:
     channels_last: bool = True          # with bf16 only (runtime.precision_for)
     seed: int = 0
     max_steps: int | None = None
+    init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
     log_every: int = 10
     sync_bn: bool = False
     tensorboard: bool = False
@@ -238,6 +241,7 @@ def validate(cfg: Any, where: str = "config") -> None:
             (cfg.sl_form in ("recam", "diag"), "sl_form must be recam or diag"),
             (cfg.sl_scorer in ("cam", "separate"), "sl_scorer must be cam or separate"),
             (cfg.sl_pool in ("gamma", "masked"), "sl_pool must be gamma or masked"),
+            (cfg.loss_reduction in ("mean", "sum"), "loss_reduction must be mean or sum"),
         ]
     if isinstance(cfg, TrainConfig):
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),

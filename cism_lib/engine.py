@@ -202,7 +202,10 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     set_threads(cfg.threads)
     precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)
     torch.manual_seed(cfg.train.seed)
-    model = precision.model(build_model(cfg.model, num_classes).to(device))
+    model = build_model(cfg.model, num_classes)
+    if cfg.train.init_from:
+        init_from_checkpoint(model, Path(cfg.train.init_from))
+    model = precision.model(model.to(device))
     if dist.enabled:
         model = _wrap_distributed(model, device, dist, cfg.train.sync_bn)
     n_steps = steps_per_epoch(len(dataset), cfg.train, dist)
@@ -236,6 +239,19 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     core = model.module if hasattr(model, "module") else model
     core.train_history = history
     return core.eval()
+
+
+def init_from_checkpoint(model: nn.Module, path: Path) -> list[str]:
+    """Copy the weights of a classifier checkpoint into the layers `model` shares with it (same
+    name and shape, e.g. a CISM net from a trained CAM or CIAN); returns the names copied."""
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("classifier.") for k in shared):
+        raise CheckpointError(f"{path}: shares no classifier weights with this model; "
+                              "train.init_from needs a checkpoint of the same backbone")
+    model.load_state_dict(shared, strict=False)
+    return sorted(shared)
 
 
 def load_classifier(cfg: RunConfig, num_classes: int, path: str | Path, device: torch.device) -> nn.Module:

@@ -52,22 +52,29 @@ class CISMNet(nn.Module):
         self.aux_log_var = (nn.Parameter(torch.tensor(-math.log(cfg.lam)))
                             if cfg.lam_learnable and aux else None)
 
-    def features(self, image_q: torch.Tensor, image_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """F_n^q, F_n^r from one batched backbone pass, then the CIAN affinity (both directions)."""
-        f_q, f_r = self.backbone(torch.cat([image_q, image_r])).chunk(2)
-        if self.affinity is not None:
-            f_q, f_r = self.affinity.forward_pair(f_q, f_r)
-        return f_q, f_r
+    def features(self, image_q: torch.Tensor, image_r: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """F_n^q, F_n^r after the CIAN affinity (both directions), and the backbone's raw maps."""
+        raw_q, raw_r = self.backbone(torch.cat([image_q, image_r])).chunk(2)
+        if self.affinity is None:
+            return raw_q, raw_r, raw_q, raw_r
+        f_q, f_r = self.affinity.forward_pair(raw_q, raw_r)
+        return f_q, f_r, raw_q, raw_r
 
     def forward(self, image_q: torch.Tensor, image_r: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The output dict of docs/design.md; a lone image is paired with itself (not for cam)."""
         if image_r is None and self.cfg.method == "cam":
             cam_q = self.classifier(self.backbone(image_q))
             return {"logits_q": cam_q.mean((2, 3)), "cam_q": cam_q}
-        f_q, f_r = self.features(image_q, image_q if image_r is None else image_r)
+        f_q, f_r, raw_q, raw_r = self.features(image_q, image_q if image_r is None else image_r)
         cam_q, cam_r = self.classifier(f_q), self.classifier(f_r)
         out = {"logits_q": cam_q.mean((2, 3)), "logits_r": cam_r.mean((2, 3)),  # Eq. (10)-(11)
                "cam_q": cam_q, "cam_r": cam_r}
+        if self.cfg.self_ml and self.affinity is not None and image_r is not None:
+            # The path model.cam takes at test time (an image as its own reference), trained too.
+            raw = torch.cat([raw_q, raw_r])
+            self_logits = self.classifier(self.affinity(raw, raw)).mean((2, 3))
+            out["logits_q_self"], out["logits_r_self"] = self_logits.chunk(2)
         if self.cfg.method == "cism":
             out.update(self._cism_heads(f_q, f_r, cam_q, cam_r))
         if self.aux_log_var is not None:

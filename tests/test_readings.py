@@ -1,0 +1,106 @@
+"""Readings added to test why CISM trails its baselines (issue 13): self-paired L_ml, the sum
+reduction of the soft-margin losses, and starting a classifier from another one's checkpoint."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cism_lib.config import ModelConfig, RunConfig, replace
+from cism_lib.errors import CheckpointError
+from cism_lib.losses import multilabel_loss, soft_margin, total_loss
+from cism_lib.models import build_model
+
+
+def _batch(size: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    lq = torch.tensor([[1., 0, 1], [0, 1, 0]])
+    lr = torch.tensor([[1., 1, 0], [0, 1, 1]])
+    co = lq * lr
+    return {"image_q": torch.randn(2, 3, size, size, generator=g),
+            "image_r": torch.randn(2, 3, size, size, generator=g), "label_q": lq, "label_r": lr,
+            "label_co": co, "label_q_nc": lq - co, "label_r_nc": lr - co}
+
+
+def test_soft_margin_sum_is_the_sum_over_classes_of_the_hand_bce() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+
+    def bce(x: float, y: float) -> float:
+        p = 1 / (1 + math.exp(-x))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    per_image = [sum(bce(float(x), float(y)) for x, y in zip(lr, la)) for lr, la in zip(logits, labels)]
+    assert float(soft_margin(logits, labels, "sum")) == pytest.approx(sum(per_image) / 2, rel=1e-6)
+    assert float(soft_margin(logits, labels)) == pytest.approx(sum(per_image) / 6, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown loss reduction"):
+        soft_margin(logits, labels, "max")
+
+
+def test_sum_reduction_scales_ml_csm_nsc_by_k_but_not_sl() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", weights=None, proto_dim=8)
+    model = build_model(cfg, 3).eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(batch["image_q"], batch["image_r"])
+    mean = total_loss(out, batch, cfg)
+    summed = total_loss(out, batch, replace(cfg, loss_reduction="sum"))
+    for k in ("ml", "csm", "nsc"):
+        assert float(summed[k]) == pytest.approx(3 * float(mean[k]), rel=1e-5)
+    assert float(summed["sl"]) == pytest.approx(float(mean["sl"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["cian", "cism"])
+def test_self_ml_averages_the_cross_and_the_test_time_self_paired_loss(method: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(method=method, backbone="resnet18", weights=None, proto_dim=8, self_ml=True,
+                      losses=("ml",))
+    model = build_model(cfg, 3).train()
+    with torch.no_grad():  # a non-identity affinity, so self and cross pairs differ
+        model.affinity.out[1].weight.fill_(0.5)
+    batch = _batch()
+    out = model(batch["image_q"], batch["image_r"])
+    cross = multilabel_loss(out["logits_q"], out["logits_r"], batch["label_q"], batch["label_r"])
+    own = multilabel_loss(out["logits_q_self"], out["logits_r_self"], batch["label_q"], batch["label_r"])
+    assert not torch.allclose(cross, own)
+    loss = total_loss(out, batch, cfg)
+    assert float(loss["ml"]) == pytest.approx(float((cross + own) / 2), rel=1e-6)
+    loss["total"].backward()
+    assert model.affinity.query.weight.grad.abs().sum() > 0
+    plain = build_model(replace(cfg, self_ml=False), 3).train()
+    assert "logits_q_self" not in plain(batch["image_q"], batch["image_r"])
+
+
+def test_init_from_copies_the_shared_layers_of_a_cam_checkpoint(tmp_path) -> None:
+    from cism_lib.engine import CKPT_NAME, init_from_checkpoint, train_classifier
+
+    base = replace(RunConfig(), **{"device": "cpu", "threads": 1, "model.method": "cam",
+                                   "model.backbone": "resnet18", "model.weights": None,
+                                   "train.epochs": 1, "train.batch_size": 2, "train.amp": False})
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> dict:
+            b = _batch()
+            return {"image_q": b["image_q"][i % 2], "label_q": b["label_q"][i % 2]}
+
+    cam = train_classifier(base, Items(), 3, tmp_path, progress=False)
+    cism = build_model(replace(base.model, method="cism", proto_dim=8), 3)
+    copied = init_from_checkpoint(cism, tmp_path / CKPT_NAME)
+    assert "classifier.weight" in copied and any(k.startswith("backbone.") for k in copied)
+    assert not any(k.startswith(("prototype.", "psi.", "affinity.")) for k in copied)
+    for name, value in cam.state_dict().items():
+        assert torch.equal(cism.state_dict()[name], value)
+    other = build_model(ModelConfig(method="cam", backbone="resnet34", weights=None), 3)
+    with pytest.raises(CheckpointError, match="shares no classifier weights"):
+        init_from_checkpoint(replace_classifier(other), tmp_path / CKPT_NAME)
+
+
+def replace_classifier(model: torch.nn.Module) -> torch.nn.Module:
+    """A model whose classifier has another width, so nothing named classifier.* fits."""
+    model.classifier = torch.nn.Conv2d(7, 3, 1, bias=False)
+    return model
