@@ -67,7 +67,7 @@ def test_dense_crf_cleans_noisy_unary_along_colour_edges() -> None:
 
 
 def test_dense_crf_checks_shapes() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"image shape \(4, 5, 3\) does not match probs \(2, 5, 4\)"):
         dense_crf(np.zeros((4, 5, 3), np.uint8), np.full((2, 5, 4), 0.5, np.float32))
 
 
@@ -80,9 +80,9 @@ def test_cam_to_probs_threshold_and_power() -> None:
     np.testing.assert_allclose(p[:, 0, 1], [0.5, 0.5, 0.0])
     q = cam_to_probs(cam, label, bg_power=2.0)  # background (1 - max cam)^2
     np.testing.assert_allclose(q[:, 0, 0] * (0.16 + 0.8), [0.16, 0.6, 0.2], rtol=1e-5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give exactly one of bg_threshold and bg_power"):
         cam_to_probs(cam, label)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give exactly one of bg_threshold and bg_power"):
         cam_to_probs(cam, label, 0.2, 2.0)
 
 
@@ -190,3 +190,47 @@ def test_label_unary_keeps_objects_whose_cam_barely_passes_the_threshold() -> No
     kept_soft, kept_firm = (soft[gt == 1] == 1).mean(), (firm[gt == 1] == 1).mean()
     assert kept_firm > 0.6 and (firm[gt == 0] == 1).mean() < 0.05
     assert kept_firm > kept_soft + 0.2
+
+
+class _RecordingCRF:
+    """Stands in for pydensecrf's DenseCRF2D and records how dense_crf configures it."""
+
+    calls: list = []
+
+    def __init__(self, w: int, h: int, c: int) -> None:
+        self.calls.append(("init", w, h, c))
+        self.c, self.n = c, w * h
+
+    def setUnaryEnergy(self, unary: np.ndarray) -> None:  # noqa: N802 - pydensecrf's name
+        self.calls.append(("unary", unary.copy()))
+
+    def addPairwiseGaussian(self, **kw) -> None:  # noqa: N802
+        self.calls.append(("gauss", kw))
+
+    def addPairwiseBilateral(self, **kw) -> None:  # noqa: N802
+        self.calls.append(("bilateral", {k: v for k, v in kw.items() if k != "rgbim"}, kw["rgbim"].copy()))
+
+    def inference(self, iterations: int) -> np.ndarray:
+        self.calls.append(("inference", iterations))
+        return np.full((self.c, self.n), 1.0 / self.c, np.float32)
+
+
+def test_dense_crf_passes_each_kernel_its_own_width_and_compat(monkeypatch) -> None:
+    """A non-square 60 × 90 image (shorter side 60) with every CrfConfig value distinct."""
+    import pydensecrf.densecrf as dcrf
+
+    _RecordingCRF.calls = []
+    monkeypatch.setattr(dcrf, "DenseCRF2D", _RecordingCRF)
+    cfg = CrfConfig(gauss_sxy=2.0, gauss_compat=4.0, bi_sxy=70.0, bi_srgb=9.0, bi_compat=6.0, iterations=7)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(3), size=(60, 90)).transpose(2, 0, 1).astype(np.float32)
+    probs[0, 0, 0] = 0.0  # clipped at PROB_CLIP in the unary
+    dense_crf(image, probs, cfg)
+    calls = {c[0]: c[1:] for c in _RecordingCRF.calls}
+    assert calls["init"] == (90, 60, 3)
+    np.testing.assert_allclose(calls["unary"][0], -np.log(np.clip(probs, 1e-5, 1)).reshape(3, -1), rtol=1e-6)
+    assert calls["gauss"][0] == {"sxy": pytest.approx(2.0 * 60 / 500), "compat": 4.0}
+    assert calls["bilateral"][0] == {"sxy": pytest.approx(70.0 * 60 / 500), "srgb": 9.0, "compat": 6.0}
+    np.testing.assert_array_equal(calls["bilateral"][1], image)
+    assert calls["inference"] == (7,)

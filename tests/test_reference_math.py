@@ -20,7 +20,7 @@ from cism_lib.data.pairs import pair_label_sets
 from cism_lib.losses import (csm_loss, multilabel_loss, nsc_loss, single_label_branch, single_label_loss,
                              soft_margin, total_loss)
 from cism_lib.models.pie import PrototypeInteraction, enhance_prototypes, matching_maps, normalise_map
-from cism_lib.models.prototypes import (PrototypeGenerator, high_confidence_regions,
+from cism_lib.models.prototypes import (PrototypeGenerator, gate_map, high_confidence_regions,
                                         masked_average_pooling)
 from cism_lib.models.slsc import normalise_cam, pixel_confidence, prototype_similarity, secondary_scores
 from tests import reference as ref
@@ -80,6 +80,24 @@ def test_masked_average_pooling_property(b: int, k: int, d: int, h: int, w: int,
     feats, region = rand(b, d, h, w, seed=seed), soft_region(b, k, h, w, seed=seed + 1)
     close(masked_average_pooling(feats, region), ref.masked_average_pooling(ref.flat(feats), ref.flat(region)),
           rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("eta", [0.3, 0.7])
+def test_gate_map_eq5_drop_rate_is_eta(eta: float) -> None:
+    """Γ = dropout(1, η): a fraction η of zeros (5 binomial sigmas over 12 800 pixels: ±0.020 at
+    η = 0.3, so the swapped rate 1 − η or a rate shared by whole images fails), kept pixels 1/(1 − η)."""
+    torch.manual_seed(0)
+    gate = gate_map(torch.zeros(8, 5, 40, 40), eta, training=True)
+    assert gate.shape == (8, 1, 40, 40)
+    kept = gate[gate != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - eta)))
+    n = gate.numel()
+    drop = (gate == 0).double().mean().item()
+    assert abs(drop - eta) < 5 * math.sqrt(eta * (1 - eta) / n)
+    per_image = (gate == 0).double().flatten(1).mean(1)  # independent per pixel, not per image
+    assert (per_image - eta).abs().max() < 5 * math.sqrt(eta * (1 - eta) / 1600)
+    assert not torch.equal(gate[0], gate[1])
+    assert torch.equal(gate_map(torch.zeros(2, 3, 4, 4), eta, training=False), torch.ones(2, 1, 4, 4))
 
 
 # ---------------------------------------------------------------- Eq. (6)-(9)
