@@ -217,23 +217,24 @@ def secondary_scores(feats: np.ndarray, weight: np.ndarray, mask: np.ndarray, ga
 
 # ---------------------------------------------------------------- section 3.4, Eq. (18)-(27)
 
-def soft_margin(z: np.ndarray, labels: np.ndarray) -> float:
-    """Multi-label soft margin: −[l log σ(z) + (1 − l) log(1 − σ(z))], mean over classes and images.
-
-    (The paper writes a sum over classes; the library's reading, as MultiLabelSoftMarginLoss, is
-    the mean: a constant factor 1/K.)
-    """
+def soft_margin(z: np.ndarray, labels: np.ndarray, reduction: str = "mean") -> float:
+    """Multi-label soft margin −[l log σ(z) + (1 − l) log(1 − σ(z))] per image, summed over classes
+    (loss_reduction 'sum', Eq. 19/24/27 as written) or averaged over them ('mean', as
+    MultiLabelSoftMarginLoss); then the mean over images."""
     total = 0.0
     for b in range(z.shape[0]):
+        per_image = 0.0
         for c in range(z.shape[1]):
             s, y = sigmoid(z[b, c]), labels[b, c]
-            total -= y * math.log(s) + (1 - y) * math.log(1 - s)
-    return total / z.size
+            per_image -= y * math.log(s) + (1 - y) * math.log(1 - s)
+        total += per_image if reduction == "sum" else per_image / z.shape[1]
+    return total / z.shape[0]
 
 
-def multilabel_loss(z_q: np.ndarray, z_r: np.ndarray, l_q: np.ndarray, l_r: np.ndarray) -> float:
+def multilabel_loss(z_q: np.ndarray, z_r: np.ndarray, l_q: np.ndarray, l_r: np.ndarray,
+                    reduction: str = "mean") -> float:
     """Eq. (19)-(20): L_ml = (L_ml^q + L_ml^r) / 2."""
-    return (soft_margin(z_q, l_q) + soft_margin(z_r, l_r)) / 2
+    return (soft_margin(z_q, l_q, reduction) + soft_margin(z_r, l_r, reduction)) / 2
 
 
 def single_label_branch(z: np.ndarray, labels: np.ndarray) -> float:
@@ -362,11 +363,15 @@ def forward(model, image_q: torch.Tensor, image_r: torch.Tensor,  # noqa: ANN001
     feats = flat(model.backbone(torch.cat([image_q, image_r])))  # the stub itself is not under test
     b_ = image_q.shape[0]
     f_q, f_r = feats[:b_], feats[b_:]
-    if model.affinity is not None:
-        f_q, f_r = cross_image_affinity(model.affinity, f_q, f_r), cross_image_affinity(model.affinity, f_r, f_q)
     w_c, _ = conv_weight(model.classifier)
+    out = {}
+    if model.affinity is not None:
+        if getattr(cfg, "self_ml", False):  # each image with itself as reference: the test-time path
+            out["logits_q_self"] = gap(conv1x1(cross_image_affinity(model.affinity, f_q, f_q), w_c))
+            out["logits_r_self"] = gap(conv1x1(cross_image_affinity(model.affinity, f_r, f_r), w_c))
+        f_q, f_r = cross_image_affinity(model.affinity, f_q, f_r), cross_image_affinity(model.affinity, f_r, f_q)
     cam_q, cam_r = conv1x1(f_q, w_c), conv1x1(f_r, w_c)
-    out = {"logits_q": gap(cam_q), "logits_r": gap(cam_r), "cam_q": cam_q, "cam_r": cam_r}
+    out.update({"logits_q": gap(cam_q), "logits_r": gap(cam_r), "cam_q": cam_q, "cam_r": cam_r})
     if cfg.method != "cism":
         return out
     if model.prototype is not None:

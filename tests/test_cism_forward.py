@@ -25,6 +25,7 @@ READINGS = {
     "mixed_b": {"pie_norm": "affine", "sl_form": "diag", "sl_scorer": "cam"},
     "no_affinity_no_pie": {"cross_affinity": False, "use_pie": False},
     "no_pv": {"use_pv": False, "use_pie": False, "lam_learnable": True},
+    "self_ml": {"self_ml": True, "loss_reduction": "sum"},
 }
 
 
@@ -50,6 +51,8 @@ def test_golden_forward_eval(reading: str) -> None:
         out = model(q, r)
         want = ref.forward(model, q, r)
     expected_keys = {"logits_q", "logits_r", "cam_q", "cam_r", "sl_q", "sl_r", "y_co", "y_q_nc", "y_r_nc"}
+    if cfg.self_ml:
+        expected_keys |= {"logits_q_self", "logits_r_self"}
     if cfg.lam_learnable:
         expected_keys.add("aux_log_var")
         assert out["aux_log_var"] is model.aux_log_var

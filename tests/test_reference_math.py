@@ -221,13 +221,21 @@ def _labels(seed: int, k: int = K, b: int = B) -> torch.Tensor:
     return lab
 
 
-def test_multilabel_loss_eq19_20_and_csm_eq24() -> None:
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_multilabel_loss_eq19_20_and_csm_eq24(red: str) -> None:
     z_q, z_r, l_q, l_r = rand(B, K, seed=20, scale=3), rand(B, K, seed=21, scale=3), _labels(1), _labels(2)
-    want = ref.multilabel_loss(*(ref.arr(t) for t in (z_q, z_r, l_q, l_r)))
-    assert multilabel_loss(z_q, z_r, l_q, l_r).item() == pytest.approx(want, rel=1e-12)
-    assert multilabel_loss(z_q, None, l_q, None).item() == pytest.approx(ref.soft_margin(ref.arr(z_q), ref.arr(l_q)))
-    assert csm_loss(z_q, l_q).item() == pytest.approx(ref.soft_margin(ref.arr(z_q), ref.arr(l_q)), rel=1e-12)
-    assert soft_margin(z_r, l_r).item() == pytest.approx(ref.soft_margin(ref.arr(z_r), ref.arr(l_r)), rel=1e-12)
+    want = ref.multilabel_loss(*(ref.arr(t) for t in (z_q, z_r, l_q, l_r)), red)
+    assert multilabel_loss(z_q, z_r, l_q, l_r, red).item() == pytest.approx(want, rel=1e-12)
+    one = ref.soft_margin(ref.arr(z_q), ref.arr(l_q), red)
+    assert multilabel_loss(z_q, None, l_q, None, red).item() == pytest.approx(one, rel=1e-12)
+    assert csm_loss(z_q, l_q, red).item() == pytest.approx(one, rel=1e-12)
+    assert soft_margin(z_r, l_r, red).item() == pytest.approx(ref.soft_margin(ref.arr(z_r), ref.arr(l_r), red),
+                                                              rel=1e-12)
+
+
+def test_soft_margin_bad_reduction() -> None:
+    with pytest.raises(ValueError, match="unknown loss reduction 'max'"):
+        soft_margin(rand(2, 3), _labels(0), "max")
 
 
 @pytest.mark.parametrize("form", ["recam", "diag"])
@@ -240,15 +248,16 @@ def test_single_label_loss_eq21_22(form: str) -> None:
     assert single_label_branch(z_r, l_r).item() == pytest.approx(ref.single_label_branch(ref.arr(z_r), ref.arr(l_r)))
 
 
-def test_pair_labels_and_nsc_loss_eq25_27() -> None:
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_pair_labels_and_nsc_loss_eq25_27(red: str) -> None:
     l_q, l_r = _labels(5, k=5, b=3), _labels(6, k=5, b=3)
     co, q_nc, r_nc = pair_label_sets(l_q, l_r)
     for i in range(3):
         want = ref.pair_label_sets(l_q[i].int().tolist(), l_r[i].int().tolist())
         assert [co[i].int().tolist(), q_nc[i].int().tolist(), r_nc[i].int().tolist()] == list(want)
     y_q, y_r = rand(3, 5, seed=24, scale=2), rand(3, 5, seed=25, scale=2)
-    want = ref.soft_margin(ref.arr(y_q), ref.arr(q_nc)) + ref.soft_margin(ref.arr(y_r), ref.arr(r_nc))
-    assert nsc_loss(y_q, y_r, q_nc, r_nc).item() == pytest.approx(want, rel=1e-12)
+    want = ref.soft_margin(ref.arr(y_q), ref.arr(q_nc), red) + ref.soft_margin(ref.arr(y_r), ref.arr(r_nc), red)
+    assert nsc_loss(y_q, y_r, q_nc, r_nc, red).item() == pytest.approx(want, rel=1e-12)
 
 
 def _outputs(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -260,20 +269,27 @@ def _outputs(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor
     return out, {"label_q": l_q, "label_r": l_r, "label_co": co, "label_q_nc": q_nc, "label_r_nc": r_nc}
 
 
-def _ref_parts(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, float]:
+def _ref_parts(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], red: str = "mean") -> dict[str, float]:
     o, b = {k: ref.arr(v) for k, v in out.items()}, {k: ref.arr(v) for k, v in batch.items()}
-    return {"ml": ref.multilabel_loss(o["logits_q"], o["logits_r"], b["label_q"], b["label_r"]),
+    ml = ref.multilabel_loss(o["logits_q"], o["logits_r"], b["label_q"], b["label_r"], red)
+    if "logits_q_self" in o:  # self_ml: the mean of the cross-paired and the self-paired L_ml
+        ml = (ml + ref.multilabel_loss(o["logits_q_self"], o["logits_r_self"], b["label_q"], b["label_r"], red)) / 2
+    return {"ml": ml,
             "sl": ref.single_label_loss(o["sl_q"], o["sl_r"], b["label_q"], b["label_r"]),
-            "csm": ref.soft_margin(o["y_co"], b["label_co"]),
-            "nsc": ref.soft_margin(o["y_q_nc"], b["label_q_nc"]) + ref.soft_margin(o["y_r_nc"], b["label_r_nc"])}
+            "csm": ref.soft_margin(o["y_co"], b["label_co"], red),
+            "nsc": ref.soft_margin(o["y_q_nc"], b["label_q_nc"], red) + ref.soft_margin(o["y_r_nc"], b["label_r_nc"], red)}
 
 
+@pytest.mark.parametrize("red", ["mean", "sum"])
+@pytest.mark.parametrize("self_ml", [False, True])
 @pytest.mark.parametrize("losses", [("ml",), ("ml", "sl"), ("ml", "csm", "nsc"), ("ml", "sl", "csm", "nsc")])
-def test_total_loss_eq18(losses: tuple[str, ...]) -> None:
+def test_total_loss_eq18(losses: tuple[str, ...], self_ml: bool, red: str) -> None:
     out, batch = _outputs(30)
-    cfg = ModelConfig(losses=losses, use_slsc="sl" in losses, lam=0.37)
+    if self_ml:
+        out["logits_q_self"], out["logits_r_self"] = rand(B, K, seed=50), rand(B, K, seed=51)
+    cfg = ModelConfig(losses=losses, use_slsc="sl" in losses, lam=0.37, self_ml=self_ml, loss_reduction=red)
     got = total_loss(out, batch, cfg)
-    parts = {k: v for k, v in _ref_parts(out, batch).items() if k in losses}
+    parts = {k: v for k, v in _ref_parts(out, batch, red).items() if k in losses}
     assert set(got) == set(losses) | {"total", "lam"}
     for k, v in parts.items():
         assert got[k].item() == pytest.approx(v, rel=1e-12), k
