@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 PROFILE  ?= cpu
 STAMP    := $(VENV)/.cism-installed
 
-.PHONY: setup test test-lib test-notebooks test-slow reproduce lab bench bench-gpu lint clean help
+.PHONY: setup test test-lib test-notebooks test-slow reproduce lab bench bench-gpu lint mutate clean help
 
 help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      CPU benchmarks -> results/bench.json, docs/benchmarks.md"
 	@echo "make lint       ruff with the project's rules (pyproject.toml; needs ruff installed)"
+	@echo "make mutate     mutmut on the core modules, in a copy under build/mutate (MUTATE_ONLY=globs for a subset)"
 	@echo "make clean      remove build outputs (keeps $(VENV), data/ and runs/)"
 
 setup: $(STAMP)
@@ -52,6 +53,23 @@ bench-gpu: setup
 lint:
 	@$(PY) -m ruff --version >/dev/null 2>&1 || { echo "make lint needs ruff: $(PY) -m pip install ruff"; exit 2; }
 	$(PY) -m ruff check cism_lib tests docs/scripts notebooks/make_notebooks.py
+
+# Mutation testing (docs/testing.md) in a copy, so the working tree is never mutated. One process,
+# one thread: a full run is long on a small machine; MUTATE_ONLY="cism_lib/models/slsc.py" runs a subset.
+MUTATE_ONLY  ?= cism_lib/models/* cism_lib/losses.py cism_lib/metrics.py cism_lib/cam.py cism_lib/data/pairs.py cism_lib/data/mcsg.py cism_lib/crf.py
+MUTATE_TESTS ?= tests/test_reference_math.py tests/test_cism_forward.py tests/test_gradients.py tests/test_threshold_protocol.py tests/test_models.py tests/test_losses.py tests/test_cam_metrics.py tests/test_crf.py tests/test_pairs_mcsg.py
+
+mutate: setup
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install --quiet "mutmut==3.8.1"  # not in [dev]: only this target needs it
+	rm -rf build/mutate && mkdir -p build/mutate
+	cp -r cism_lib tests pyproject.toml build/mutate/
+	{ echo "[mutmut]"; echo "source_paths = cism_lib"; echo "mutate_only_covered_lines = true"; \
+	  echo "only_mutate ="; for g in $(MUTATE_ONLY); do echo "    $$g"; done; \
+	  echo "pytest_add_cli_args_test_selection ="; for t in $(MUTATE_TESTS); do echo "    $$t"; done; \
+	} > build/mutate/setup.cfg
+	cd build/mutate && OMP_NUM_THREADS=1 $(abspath $(PY)) -m mutmut run --max-children 1; \
+		OMP_NUM_THREADS=1 $(abspath $(PY)) -m mutmut results --all true > results.txt; \
+		echo "killed: $$(grep -c ': killed' results.txt), survived: $$(grep -c ': survived' results.txt), all: $$(grep -c ': ' results.txt) (build/mutate/results.txt)"
 
 clean:
 	rm -rf build/ .pytest_cache/ **/__pycache__

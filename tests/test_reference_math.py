@@ -203,6 +203,13 @@ def test_secondary_scores_property(b: int, k: int, n: int, form: str, pool: str,
     close(secondary_scores(cam, mask, gamma, form, pool), want, rtol=1e-7, atol=1e-8)
 
 
+def test_secondary_scores_defaults_are_recam_and_gamma() -> None:
+    cam, mask, gamma = rand(B, K, H, W, seed=19), soft_region(B, K, H, W, seed=20), soft_region(B, K, H, W, seed=21)
+    assert torch.equal(secondary_scores(cam, mask, gamma), secondary_scores(cam, mask, gamma, "recam", "gamma"))
+    assert torch.equal(pixel_confidence(cam), pixel_confidence(cam, "class"))
+    assert torch.equal(normalise_map(cam.flatten(1)), normalise_map(cam.flatten(1), "minmax"))
+
+
 def test_secondary_scores_bad_readings() -> None:
     x = rand(1, 2, 2, 2)
     with pytest.raises(ValueError, match="unknown SLSC pooling 'mean'"):
