@@ -127,3 +127,10 @@ def test_model_lambda_starts_at_lam_and_trains() -> None:
     aux = (losses["sl"] + losses["csm"] + losses["nsc"]).item()
     losses["total"].backward()
     assert model.aux_log_var.grad.item() == pytest.approx(1 - 2.5 * aux, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["cam", "cian"])
+def test_baselines_have_no_learnable_lambda(method: str) -> None:
+    """cam and cian train L_ml only, so there is no auxiliary loss for λ to weight."""
+    model = ref.stub_model(replace(BASE, method=method, lam_learnable=True), K, channels=16)
+    assert model.aux_log_var is None and model.psi is None and model.sl_classifier is None

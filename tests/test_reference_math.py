@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from cism_lib.config import ModelConfig
 from cism_lib.data.pairs import pair_label_sets
+from cism_lib.errors import ConfigError
 from cism_lib.losses import (csm_loss, multilabel_loss, nsc_loss, single_label_branch, single_label_loss,
                              soft_margin, total_loss)
 from cism_lib.models.pie import PrototypeInteraction, enhance_prototypes, matching_maps, normalise_map
@@ -311,3 +312,20 @@ def test_total_loss_learnable_lambda_value(s: float) -> None:
     parts = _ref_parts(out, batch)
     assert got["total"].item() == pytest.approx(ref.total_loss(parts, 1.0, s), rel=1e-12)
     assert got["lam"].item() == pytest.approx(math.exp(-min(max(s, -5), 5)), rel=1e-12)
+
+
+def test_losses_accept_bool_labels_and_name_the_missing_loss() -> None:
+    z, zz, lab = rand(B, K, seed=60), rand(B, K, K, seed=61), _labels(7)
+    assert soft_margin(z, lab.bool()).item() == pytest.approx(soft_margin(z, lab).item(), rel=1e-12)
+    assert soft_margin(z.float(), lab.bool(), "sum").item() == pytest.approx(soft_margin(z, lab, "sum").item(), rel=1e-6)
+    assert single_label_branch(zz, lab.bool()).item() == pytest.approx(single_label_branch(zz, lab).item(), rel=1e-12)
+    out, batch = _outputs(70)
+    for loss, key in (("sl", "sl_q"), ("csm", "y_co"), ("nsc", "y_r_nc")):
+        with pytest.raises(ConfigError, match=f"loss '{loss}' needs model outputs \\['{key}'\\]"):
+            total_loss({k: v for k, v in out.items() if k != key}, batch, ModelConfig())
+
+
+def test_high_confidence_regions_keep_the_cam_dtype() -> None:
+    m = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    assert high_confidence_regions(m, 0.5).dtype == torch.float64
+    assert high_confidence_regions(m.float(), 0.5).dtype == torch.float32
