@@ -17,6 +17,11 @@ from cism_lib.models.slsc import (normalise_cam, pixel_confidence, prototype_sim
                                   secondary_scores)
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A half-precision tensor as fp32 (fp32 and fp64 pass unchanged)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def active_losses(cfg: ModelConfig) -> tuple[str, ...]:
     """The losses a config trains with: cam and cian use L_ml only, cism uses cfg.losses."""
     return ("ml",) if cfg.method in ("cam", "cian") else tuple(cfg.losses)
@@ -76,7 +81,11 @@ class CISMNet(nn.Module):
             self_logits = self.classifier(self.affinity(raw, raw)).mean((2, 3))
             out["logits_q_self"], out["logits_r_self"] = self_logits.chunk(2)
         if self.cfg.method == "cism":
-            out.update(self._cism_heads(f_q, f_r, cam_q, cam_r))
+            # The CISM heads (PV, PIE, SLSC, CSM, NSC) run in fp32 even under bf16 autocast: with
+            # them in bf16 the cpu profile's full CISM lost ~2 CAM mIoU (docs/results.md); they
+            # cost little next to the backbone.
+            with torch.autocast(f_q.device.type, enabled=False):
+                out.update(self._cism_heads(*(_full(t) for t in (f_q, f_r, cam_q, cam_r))))
         if self.aux_log_var is not None:
             out["aux_log_var"] = self.aux_log_var
         return out
