@@ -109,7 +109,8 @@ def cpu_bf16_run(cfg: RunConfig) -> bool:
     Such runs get their own folder: their numbers differ from fp32 runs of the same config,
     which is what a CPU run was before the bf16 path (so those folders stay valid).
     """
-    return precision(cfg).name == "bf16" and precision(cfg).device_type == "cpu"
+    policy = precision(cfg)
+    return policy.name == "bf16" and policy.device_type == "cpu"
 
 
 def precision(cfg: RunConfig, inference: bool = False):

@@ -126,11 +126,6 @@ def precision_for(device: Any, amp: bool = True, channels_last: bool = True,
     return Precision(kind, dtype, channels_last=channels_last and dtype is not None)
 
 
-def autocast(device: Any, enabled: bool = True, fp16_fallback: bool = False):
-    """The autocast context of `precision_for(device, enabled, inference=fp16_fallback)`."""
-    return precision_for(device, enabled, inference=fp16_fallback).autocast()
-
-
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op thread count (None or 0: leave torch's default); returns the count."""
     import torch

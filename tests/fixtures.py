@@ -136,3 +136,16 @@ def interior(mask: np.ndarray, radius: int) -> np.ndarray:
         for dx in range(2 * radius + 1):
             ok &= pad[dy:dy + h, dx:dx + w] == mask
     return ok
+
+
+def pair_batch(seed: int = 0, size: int = 32) -> dict:
+    """A pair batch of 2 random images per side with fixed labels over 3 classes (docs/design.md keys)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    lq = torch.tensor([[1., 0, 1], [0, 1, 0]])
+    lr = torch.tensor([[1., 1, 0], [0, 1, 1]])
+    co = lq * lr
+    return {"image_q": torch.randn(2, 3, size, size, generator=g),
+            "image_r": torch.randn(2, 3, size, size, generator=g), "label_q": lq, "label_r": lr,
+            "label_co": co, "label_q_nc": lq - co, "label_r_nc": lr - co}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -84,7 +85,9 @@ class CISMNet(nn.Module):
             # The CISM heads (PV, PIE, SLSC, CSM, NSC) run in fp32 even under bf16 autocast: with
             # them in bf16 the cpu profile's full CISM lost ~2 CAM mIoU (docs/results.md); they
             # cost little next to the backbone.
-            with torch.autocast(f_q.device.type, enabled=False):
+            kind = f_q.device.type
+            off = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
+            with off:  # (autocast knows no "meta" device: the FLOP counter runs the model there)
                 out.update(self._cism_heads(*(_full(t) for t in (f_q, f_r, cam_q, cam_r))))
         if self.aux_log_var is not None:
             out["aux_log_var"] = self.aux_log_var
