@@ -92,7 +92,7 @@ def with_class_names(metrics: dict[str, Any], names: Sequence[str]) -> dict[str,
 def _cam_predictions(cam_dir: Path, dataset: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gt mask, best foreground class id map, its CAM score) for image i."""
     cam, _ = load_cam(cam_dir / f"{dataset.ids[i]}.npz", dataset.classes.num_foreground)
-    _, gt = dataset.read(i)
+    gt = dataset.read_mask(i)  # scoring: the mask alone, the image is not decoded
     if cam.shape[1:] != gt.shape:
         raise DataError(f"{cam_dir / dataset.ids[i]}.npz: CAM size {cam.shape[1:]} != mask size {gt.shape}")
     best = cam.argmax(axis=0) + 1 if cam.shape[0] else np.zeros(gt.shape, dtype=np.int64)
@@ -102,14 +102,31 @@ def _cam_predictions(cam_dir: Path, dataset: Any, i: int) -> tuple[np.ndarray, n
 
 def _sweep_matrices(cam_dir: str | Path, dataset: Any,
                     thresholds: Sequence[float]) -> list[ConfusionMatrix]:
-    """One confusion matrix per background threshold over every image of the dataset."""
-    n = dataset.classes.num_classes
-    cms = [ConfusionMatrix(n) for _ in thresholds]
+    """One confusion matrix per background threshold over every image of the dataset.
+
+    One pass per image for all thresholds: each pixel is counted once in a histogram over
+    (number of thresholds below its score, gt, best class); the matrix of threshold t_j takes the
+    pixels with more than j thresholds below their score (score > t_j, the rule of
+    cam.cam_to_labels) at their best class and the rest at background. Integer counts, so the
+    matrices equal those of one `ConfusionMatrix.update` per threshold (tests/test_cam_metrics.py).
+    """
+    n, m = dataset.classes.num_classes, len(thresholds)
+    order = np.argsort(np.asarray(thresholds, dtype=np.float64), kind="stable")
+    hist = np.zeros((m + 1) * n * n, dtype=np.int64)
     for i in range(len(dataset)):
         gt, best, score = _cam_predictions(Path(cam_dir), dataset, i)
-        for t, cm in zip(thresholds, cms):
-            # Same rule as cam.cam_to_labels: foreground only where the best CAM beats t.
-            cm.update(gt, np.where(score > t, best, 0))
+        gt = gt.reshape(-1).astype(np.int64)
+        keep = (gt != IGNORE_INDEX) & (gt >= 0) & (gt < n)
+        # thresholds in the score's dtype: `score > t` compares in float32 when the CAM is float32
+        below = np.searchsorted(np.asarray(thresholds, dtype=score.dtype)[order], score.reshape(-1)[keep])
+        hist += np.bincount((below * n + gt[keep]) * n + best.reshape(-1)[keep], minlength=hist.size)
+    counts = hist.reshape(m + 1, n, n)
+    above = np.cumsum(counts[::-1], axis=0)[::-1]  # above[j] = pixels with >= j thresholds below
+    cms = [ConfusionMatrix(n) for _ in thresholds]
+    for j, k in enumerate(order):
+        mat = above[j + 1].copy()  # score > t_j: the best class
+        mat[:, 0] += (above[0] - above[j + 1]).sum(axis=1)  # the rest: background
+        cms[k].mat = torch.from_numpy(mat)
     return cms
 
 

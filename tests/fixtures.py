@@ -9,6 +9,31 @@ from PIL import Image
 from cism_lib.classes import ISAID, VOC, ClassSet, index_to_rgb
 
 COLOUR = "_instance_color_RGB"
+# A two-foreground-class set for the in-memory datasets of the metric, CRF and DeepLab tests.
+TOY = ClassSet(name="toy", names=("background", "red", "blue"), palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+
+
+class ArrayDataset:
+    """The dataset protocol of docs/design.md over in-memory arrays (images None: black images)."""
+
+    def __init__(self, masks: list[np.ndarray], images: list[np.ndarray] | None = None, split: str = "toy",
+                 classes: ClassSet = TOY, id_format: str = "{split}_{i:03d}") -> None:
+        self.classes, self.split, self.masks = classes, split, masks
+        self.images = images if images is not None else [np.zeros((*m.shape, 3), np.uint8) for m in masks]
+        self.ids = [id_format.format(split=split, i=i) for i in range(len(masks))]
+        self.labels = np.stack([[(m == k).any() for k in range(1, classes.num_classes)] for m in masks])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[i], self.masks[i]
+
+    def read_image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def read_mask(self, i: int) -> np.ndarray:
+        return self.masks[i]
 
 
 def random_mask(rng: np.random.Generator, size: int, classes: ClassSet = ISAID,

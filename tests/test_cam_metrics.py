@@ -11,32 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from cism_lib.cam import cam_to_labels, load_cam, make_cams, multiscale_cam, save_cam
-from cism_lib.classes import ClassSet
 from cism_lib.config import CamConfig
 from cism_lib.errors import ConfigError, DataError
 from cism_lib.metrics import ConfusionMatrix, evaluate_cams, sweep_threshold, write_metrics
-
-TOY = ClassSet(name="toy", names=("background", "red", "blue"),
-               palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+from tests.fixtures import TOY, ArrayDataset
 
 
-class ToyDataset:
-    """The dataset protocol of docs/design.md over in-memory arrays."""
+class ToyDataset(ArrayDataset):
+    """In-memory images and masks (ids `<split>_000`, ...)."""
 
     def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], split: str = "toy") -> None:
-        self.classes, self.split = TOY, split
-        self.images, self.masks = images, masks
-        self.ids = [f"{split}_{i:03d}" for i in range(len(images))]
-        self.labels = np.stack([[(m == k).any() for k in (1, 2)] for m in masks])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.images[i], self.masks[i]
-
-    def read_image(self, i: int) -> np.ndarray:
-        return self.images[i]
+        super().__init__(masks, images, split)
 
 
 class PoolCam(nn.Module):
@@ -272,6 +257,30 @@ def test_threshold_chosen_on_selection_split(tmp_path) -> None:
     assert result["miou"] < sweep_rep.miou.max()  # the honest number is below the peeked one
     # all background: background IoU 3/10 (3 of 10 columns), class 1 IoU 0 → mIoU 0.15
     assert result["all_background_miou"] == pytest.approx(0.15)
+
+
+def test_one_pass_sweep_equals_one_confusion_matrix_per_threshold(tmp_path) -> None:
+    """The histogram sweep against the plain rule: per threshold, label = best class where score > t."""
+    from cism_lib.metrics import _sweep_matrices
+
+    rng = np.random.default_rng(0)
+    masks, cams = [], []
+    for _ in range(3):
+        mask = rng.integers(0, 3, (9, 11)).astype(np.uint8)
+        mask[rng.random(mask.shape) < 0.1] = 255  # ignored pixels
+        # CAM values on a 0.1 grid, so many lie exactly on a threshold (ties are background)
+        cams.append(np.round(rng.random((2, 9, 11)), 1).astype(np.float32))
+        masks.append(mask)
+    ds = ArrayDataset(masks, split="mix")
+    for i, cam in enumerate(cams):
+        save_cam(tmp_path / f"{ds.ids[i]}.npz", cam, np.array([1, 1]))
+    thresholds = (0.5, 0.1, 0.3, 0.3, 0.95, math.inf, 0.0)  # unsorted, a repeat, inf
+    for t, cm in zip(thresholds, _sweep_matrices(tmp_path, ds, thresholds)):
+        ref = ConfusionMatrix(3)
+        for i in range(len(ds)):
+            cam, _ = load_cam(tmp_path / f"{ds.ids[i]}.npz", 2)
+            ref.update(masks[i], np.where(cam.max(0) > t, cam.argmax(0) + 1, 0))
+        assert torch.equal(cm.mat, ref.mat), t
 
 
 def test_write_metrics(tmp_path) -> None:

@@ -6,32 +6,16 @@ import pytest
 from PIL import Image
 
 from cism_lib.cam import cam_to_labels, save_cam
-from cism_lib.classes import ClassSet
 from cism_lib.config import CrfConfig
 from cism_lib.crf import (cam_to_probs, dense_crf, make_pseudo_masks, present_ids, pseudo_mask,
                           read_index_png, score_pseudo_masks)
 from cism_lib.errors import DataError
-
-TOY = ClassSet(name="toy", names=("background", "red", "blue"),
-               palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+from tests.fixtures import TOY, ArrayDataset
 
 
-class ToyDataset:
-    """The dataset protocol of docs/design.md over in-memory arrays."""
-
-    def __init__(self, images: list[np.ndarray], masks: list[np.ndarray]) -> None:
-        self.classes, self.images, self.masks = TOY, images, masks
-        self.ids = [f"img{i}" for i in range(len(images))]
-        self.labels = np.stack([[(m == k).any() for k in (1, 2)] for m in masks])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.images[i], self.masks[i]
-
-    def read_image(self, i: int) -> np.ndarray:
-        return self.images[i]
+def ToyDataset(images: list[np.ndarray], masks: list[np.ndarray]) -> ArrayDataset:
+    """In-memory images and masks with ids img0, img1, ..."""
+    return ArrayDataset(masks, images, id_format="img{i}")
 
 
 def _scene(rng: np.random.Generator, size: int = 24) -> tuple[np.ndarray, np.ndarray]:

@@ -8,36 +8,24 @@ import pytest
 import torch
 from torch import nn
 
-from cism_lib.classes import ClassSet
 from cism_lib.config import RunConfig, SegConfig, replace
 from cism_lib.crf import _palette, write_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.runtime import precision_for
 from cism_lib.segment import (DeepLabLargeFOV, PseudoMaskDataset, Segmenter, build_segmenter,
                               evaluate_segmenter, train_segmenter)
+from tests.fixtures import TOY, ArrayDataset
 
-TOY = ClassSet(name="toy", names=("background", "red", "blue"),
-               palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
-COLOURS = ((0, 0, 0), (255, 0, 0), (0, 0, 255))
+COLOURS = TOY.palette
 
 
-class ToyDataset:
+class ToyDataset(ArrayDataset):
     """Uniformly coloured 32×32 images; the mask is the colour's class everywhere."""
 
     def __init__(self, n: int) -> None:
-        self.classes, self.split = TOY, "toyval"
-        self.ids = [f"img{i}" for i in range(n)]
-        self.masks = [np.full((32, 32), i % 3, np.uint8) for i in range(n)]
-        self.images = [np.broadcast_to(np.uint8(COLOURS[i % 3]), (32, 32, 3)).copy() for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.images[i], self.masks[i]
-
-    def read_image(self, i: int) -> np.ndarray:
-        return self.images[i]
+        masks = [np.full((32, 32), i % 3, np.uint8) for i in range(n)]
+        images = [np.broadcast_to(np.uint8(COLOURS[i % 3]), (32, 32, 3)).copy() for i in range(n)]
+        super().__init__(masks, images, split="toyval", id_format="img{i}")
 
 
 class TinyBackbone(nn.Module):

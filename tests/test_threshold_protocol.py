@@ -8,30 +8,15 @@ import numpy as np
 import pytest
 
 from cism_lib.cam import cam_to_labels, save_cam
-from cism_lib.classes import ClassSet
 from cism_lib.config import CrfConfig
 from cism_lib.crf import make_pseudo_masks, pseudo_mask, score_pseudo_masks
 from cism_lib.metrics import evaluate_cams, sweep_threshold
+from tests.fixtures import ArrayDataset
 
-TOY = ClassSet(name="toy", names=("background", "red", "blue"), palette=((0, 0, 0), (255, 0, 0), (0, 0, 255)))
 
-
-class Split:
-    """A two-foreground-class dataset over in-memory masks; CAMs written to cam_dir by the caller."""
-
-    def __init__(self, masks: list[np.ndarray], split: str) -> None:
-        self.classes, self.split, self.masks = TOY, split, masks
-        self.ids = [f"{split}_{i}" for i in range(len(masks))]
-        self.labels = np.stack([[(m == k).any() for k in (1, 2)] for m in masks])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.read_image(i), self.masks[i]
-
-    def read_image(self, i: int) -> np.ndarray:
-        return np.zeros((*self.masks[i].shape, 3), np.uint8)
+def Split(masks: list[np.ndarray], split: str) -> ArrayDataset:
+    """A two-foreground-class split over in-memory masks (black images, ids `<split>_0`, ...)."""
+    return ArrayDataset(masks, split=split, id_format="{split}_{i}")
 
 
 def _miou_oa_disagree(tmp_path, split: str) -> Split:
