@@ -5,12 +5,13 @@ PY       := $(VENV)/bin/python
 PROFILE  ?= cpu
 STAMP    := $(VENV)/.cism-installed
 
-.PHONY: setup test test-lib test-notebooks test-slow reproduce lab bench bench-gpu lint mutate clean help
+.PHONY: setup test test-lib test-notebooks test-slow reproduce screen lab bench bench-gpu lint mutate clean help
 
 help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
 	@echo "make test       library tests + notebooks (nbval, smoke profile)  [CI runs this]"
 	@echo "make reproduce  run every notebook with papermill (PROFILE=cpu|smoke|paper), regenerating figures/ and results/"
+	@echo "make screen     the CISM readings on the real tiles (CISM_ISAID_ROOT; SCREEN_ARGS=\"--rows CAM CISM --seeds 0\")"
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      CPU benchmarks -> results/bench.json, docs/benchmarks.md"
 	@echo "make lint       ruff with the project's rules (pyproject.toml; needs ruff installed)"
@@ -40,6 +41,11 @@ test-slow: setup
 
 reproduce: setup
 	$(PY) -m cism_lib.reproduce --profile $(PROFILE)
+
+# The CISM readings on the real tiles (CISM_ISAID_ROOT) at the screening budget (docs/results.md);
+# SCREEN_ARGS="--rows CAM CISM --seeds 0" runs a part. About 8 min per row and seed on 2 cores.
+screen: setup
+	$(PY) -m cism_lib.cli screen $(SCREEN_ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

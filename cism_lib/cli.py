@@ -17,6 +17,7 @@ EPILOG = """examples:
   cism run configs/smoke.yaml
   cism train configs/cpu.yaml --model.method cian --train.epochs 2
   cism eval-cams configs/cpu.yaml
+  CISM_ISAID_ROOT=/data/isaid512 cism screen --rows CAM CISM --seeds 0 1
 """
 
 
@@ -98,6 +99,16 @@ def _cmd_runs(args: argparse.Namespace) -> None:
     print(table.to_string() if len(table) else f"no runs in {args.dir} yet")
 
 
+def _cmd_screen(args: argparse.Namespace) -> None:
+    from cism_lib import experiments as ex
+
+    overrides = {"data.max_train": args.tiles, "train.epochs": args.epochs}
+    df = ex.run_screen(args.rows, args.seeds, **overrides)
+    cols = ["row", "seed", "cam_miou_val", "cam_miou_train", "cam_threshold_val", "run"]
+    print(df[[c for c in cols if c in df]].to_string(index=False))
+    print(f"written to {ex.output_dir('results', 'isaid512') / 'screen_runs.csv'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `cism` argument parser with its sub-commands."""
     ap = argparse.ArgumentParser(prog="cism", description="Cross-Image Semantic Mining (CISM) for "
@@ -139,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
         add_config_flags(p)
         p.set_defaults(func=_cmd_stage)
+    sc = sub.add_parser("screen", help="the CISM readings on the real tiles (CISM_ISAID_ROOT), screening budget",
+                        description="Train, CAM and score each reading of experiments.SCREEN on the first "
+                        "--tiles real training tiles; val mIoU with the threshold chosen on those tiles.")
+    sc.add_argument("--rows", nargs="+", default=None, help="row labels (default: every row, in order)")
+    sc.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    sc.add_argument("--tiles", type=int, default=600, help="training tiles (data.max_train)")
+    sc.add_argument("--epochs", type=int, default=1)
+    sc.set_defaults(func=_cmd_screen)
     r = sub.add_parser("runs", help="table of finished runs")
     r.add_argument("dir", nargs="?", default="runs", type=Path)
     r.set_defaults(func=_cmd_runs)

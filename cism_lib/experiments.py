@@ -213,6 +213,64 @@ TABLES: dict[str, list[Row]] = {
 }
 
 
+# The readings of the CISM issue (docs/results.md, "real-tile screen"), each a config option, on
+# the real tiles at a screening budget: the isaid512 preset on its first `data.max_train` training
+# tiles for one epoch, CAMs of those tiles (where the background threshold is chosen) and of all
+# val tiles (where mIoU is reported). Rows in the order they are worth running.
+SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False}
+SCREEN: list[Row] = [
+    Row("CAM", {"model.method": "cam"}),
+    Row("CIAN", BASELINE),
+    Row("CISM", CISM),
+    Row("CISM, no CIAN affinity", _cism(cross_affinity=False)),     # is CIAN's base what costs?
+    Row("CISM, lambda 0.1", _cism(lam=0.1)),                         # H2: gradient balance
+    Row("CISM + self L_ml", _cism(self_ml=True)),                     # H4: the test-time path
+    Row("CIAN + self L_ml", {**BASELINE, "model.self_ml": True}),     # H4
+    Row("CISM, literal SLSC", _cism(sl_scorer="cam", sl_detach=False, sl_pool="gamma")),  # H1
+    Row("CISM, sum over classes", _cism(loss_reduction="sum")),       # H2: Eq. 19/24/27 as written
+]
+
+
+def screen_config(**overrides: Any) -> RunConfig:
+    """The isaid512 preset on the real tiles (CISM_ISAID_ROOT) at SCREEN_BUDGET, then `overrides`."""
+    root = isaid_root()
+    if root is None or not (root / "train").is_dir():
+        raise ConfigError(f"{ISAID_ENV}={root or '<unset>'}: the real-tile screen needs the iSAID patch "
+                          "folder (with train/ and val/) named by this environment variable")
+    return replace(_load_profile("isaid512"), **{**SCREEN_BUDGET, "data.root": str(root), **overrides})
+
+
+def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1), progress: bool = True,
+               **overrides: Any) -> pd.DataFrame:
+    """Run (or reuse) the screen's rows (all, or those labelled `labels`) × seeds; one line per run.
+
+    Seeds go round the rows (every row's seed 0, then every row's seed 1), so a screen cut short
+    still has one seed of every row. Written to results/isaid512/screen_runs.csv after each run.
+    """
+    from tqdm.auto import tqdm
+
+    from cism_lib.pipeline import run_all
+
+    known = {r.label: r for r in SCREEN}
+    missing = [x for x in labels or () if x not in known]
+    if missing:
+        raise ConfigError(f"unknown screen row(s) {missing}; rows are {list(known)}")
+    rows = [known[x] for x in labels] if labels else SCREEN
+    base = screen_config(**overrides)
+    path = output_dir("results", "isaid512") / "screen_runs.csv"
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    records = []
+    for seed, row in tqdm([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
+        cfg = row_config(row, seed=seed, base=base, table="screen")
+        rd = run_all(cfg, stages=CAM_STAGES, progress=progress)
+        records.append(run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split))
+        # keep the lines of other rows, seeds and budgets; this run's line replaces its own
+        done = pd.DataFrame(records)
+        old = table[~table["run"].isin(done["run"])] if len(table) else table
+        write_table(pd.concat([old, done], ignore_index=True), "screen_runs", "isaid512")
+    return pd.DataFrame(records)
+
+
 def table_rows(table: str) -> list[Row]:
     """The rows of a table, or a ConfigError listing the tables."""
     if table not in TABLES:
@@ -238,24 +296,28 @@ def planned_rows(table: str, profile: str) -> list[tuple[Row, list[int]]]:
 
 
 # ----------------------------------------------------------------------------- running
-def _protocol_columns(cfg: RunConfig, rd: Path) -> dict[str, Any]:
-    """How a run's CAM metrics were measured: split, threshold split, scales, flip, CRF."""
+def _protocol_columns(cfg: RunConfig, rd: Path, report: str | None = None) -> dict[str, Any]:
+    """How a run's CAM metrics of split `report` (default train) were measured: split, threshold
+    split, scales, flip, CRF."""
     train, val = cfg.data.train_split, cfg.data.val_split
-    path = rd / "metrics" / f"cam_{train}.json"
+    report = report or train
+    path = rd / "metrics" / f"cam_{report}.json"
     proto = json.loads(path.read_text()).get("protocol", {}) if path.is_file() else {}
-    return {"eval_split": proto.get("reported_split", train),
-            "threshold_selected_on": proto.get("threshold_selected_on", val),
+    return {"eval_split": proto.get("reported_split", report),
+            "threshold_selected_on": proto.get("threshold_selected_on", val if report == train else train),
             "scales": ",".join(str(s) for s in (proto.get("scales") or cfg.cam.scales)),
             "flip": bool(proto.get("flip", cfg.cam.flip)), "crf": bool(proto.get("crf", False))}
 
 
-def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path) -> dict[str, Any]:
-    """One line of a results frame: row, seed, run folder, data, protocol and scalar metrics."""
+def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path,
+               report: str | None = None) -> dict[str, Any]:
+    """One line of a results frame: row, seed, run folder, data, protocol (of the CAM metrics of
+    split `report`, default train) and scalar metrics."""
     from cism_lib.pipeline import scalar_metrics
 
     metrics = scalar_metrics(rd)
     return {"table": table, "row": row.label, "seed": seed, "run": rd.name, "run_dir": _portable(rd),
-            "data": data_label(cfg), **_protocol_columns(cfg, rd), **_compute_columns(rd), **metrics}
+            "data": data_label(cfg), **_protocol_columns(cfg, rd, report), **_compute_columns(rd), **metrics}
 
 
 def _compute_columns(rd: Path) -> dict[str, Any]:
@@ -629,5 +691,5 @@ __all__ = [
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
     "train_live", "cam_examples", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
-    "prefer_gpu", "isaid_root",
+    "prefer_gpu", "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen",
 ]

@@ -1,0 +1,72 @@
+"""The real-tile screen of the CISM readings: its rows, its errors and one tiny end-to-end run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cism_lib import experiments as ex
+from cism_lib.cli import main
+from cism_lib.errors import ConfigError
+from cism_lib.pipeline import run_dir
+from tests.fixtures import write_isaid_devkit
+
+TINY = {"model.backbone": "resnet18", "model.weights": None, "data.crop_size": 32, "train.batch_size": 2,
+        "data.max_val": 3, "cam.flip": False}
+
+
+@pytest.fixture
+def tiles(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 3)):
+        write_isaid_devkit(tmp_path / "isaid", split, n, 32, rng)
+    monkeypatch.setenv(ex.ISAID_ENV, str(tmp_path / "isaid"))
+    monkeypatch.setattr(ex, "output_dir", lambda kind, profile: tmp_path / kind / profile)
+    return tmp_path
+
+
+def test_every_screen_row_is_its_own_configuration(tiles) -> None:
+    base = ex.screen_config()
+    assert base.data.max_train == 600 and base.train.epochs == 1 and base.data.dataset == "isaid"
+    configs = [ex.row_config(r, seed=0, base=base, table="screen") for r in ex.SCREEN]
+    assert len({run_dir(c) for c in configs}) == len(ex.SCREEN)
+    by_label = {r.label: c.model for r, c in zip(ex.SCREEN, configs)}
+    assert by_label["CAM"].method == "cam" and by_label["CIAN + self L_ml"].self_ml
+    assert not by_label["CISM, no CIAN affinity"].cross_affinity
+    assert by_label["CISM, literal SLSC"].sl_scorer == "cam" and not by_label["CISM, literal SLSC"].sl_detach
+
+
+def test_screen_needs_the_real_tiles(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv(ex.ISAID_ENV, raising=False)
+    with pytest.raises(ConfigError, match="CISM_ISAID_ROOT=<unset>: the real-tile screen needs"):
+        ex.screen_config()
+    monkeypatch.setenv(ex.ISAID_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="nowhere: the real-tile screen needs"):
+        ex.screen_config()
+
+
+def test_unknown_row_is_named(tiles) -> None:
+    with pytest.raises(ConfigError, match=r"unknown screen row\(s\) \['CISM v2'\]"):
+        ex.run_screen(["CISM v2"], seeds=(0,))
+
+
+def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(ex, "_load_profile", _tmp_runs(ex._load_profile, tiles))
+    assert main(["screen", "--rows", "CAM", "--seeds", "0", "--tiles", "4"]) == 0
+    df = ex.run_screen(["CISM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)
+    assert len(df) == 1 and 0 <= df["cam_miou_val"].iloc[0] <= 1
+    table = pd.read_csv(tiles / "results" / "isaid512" / "screen_runs.csv")
+    assert sorted(table["row"]) == ["CAM", "CISM"]            # the CLI's CAM line is kept
+    assert set(table["eval_split"]) == {"val"} and set(table["threshold_selected_on"]) == {"train"}
+    ex.run_screen(["CISM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)  # reused
+    assert len(pd.read_csv(tiles / "results" / "isaid512" / "screen_runs.csv")) == 2
+    assert "CAM" in capsys.readouterr().out
+
+
+def _tmp_runs(load, tmp_path):
+    """_load_profile with run folders under tmp_path and the tiny model of TINY (the CLI has no flags)."""
+    from cism_lib.config import replace
+
+    def patched(profile: str):
+        return replace(load(profile), out_dir=str(tmp_path / "runs"), **TINY)
+    return patched
