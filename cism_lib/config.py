@@ -87,6 +87,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
+    grad_probe: bool = False            # log each loss's backbone gradient norm and cosine with L_ml per epoch
     log_every: int = 10
     sync_bn: bool = False
     tensorboard: bool = False

@@ -134,7 +134,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
         if step >= n_steps:
             break
         data_s += time.perf_counter() - t_wait
-        batch = to_device(batch, device, precision.channels_last)
+        batch = last = to_device(batch, device, precision.channels_last)
         with precision.autocast():
             out = model(batch["image_q"], batch.get("image_r"))
         losses = loss_fn(fp32_outputs(out), batch)
@@ -151,9 +151,46 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
     bar.close()
     elapsed = time.perf_counter() - t0
     stats = {k: v / max(1, min(n_steps, step + 1)) for k, v in sums.items()}
+    if cfg.grad_probe and n_images:
+        stats.update(gradient_probe(model, last, loss_fn, precision))  # the epoch's last batch
     stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed, data_s=data_s,
                  threads=torch.get_num_threads(), load_avg_1min=_load_average(), **precision.record())
     return stats
+
+
+def gradient_probe(model: nn.Module, batch: dict[str, Any], loss_fn: Callable,
+                   precision: Precision) -> dict[str, float]:
+    """Each loss's gradient on the backbone for one batch: its norm and its cosine with L_ml's.
+
+    `grad_norm_<loss>` (unweighted by λ) and `grad_cos_<loss>` (cosine with the L_ml gradient);
+    what hypothesis 2 of docs/results.md asks (does the auxiliary direction swamp L_ml's?). The
+    probe leaves training as it was: BatchNorm buffers and the torch RNG (the gate of Eq. 5) are
+    restored, and no parameter gradient is kept.
+    """
+    core = model.module if hasattr(model, "module") else model
+    params = [p for p in core.backbone.parameters() if p.requires_grad]
+    rng, buffers = torch.get_rng_state(), {k: b.clone() for k, b in core.named_buffers()}
+    try:
+        with precision.autocast():
+            out = core(batch["image_q"], batch.get("image_r"))
+        losses = {k: v for k, v in loss_fn(fp32_outputs(out), batch).items() if k not in ("total", "lam")}
+        flat = {}
+        for k, v in losses.items():
+            grads = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+            flat[k] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                                 for g, p in zip(grads, params)])
+    finally:
+        torch.set_rng_state(rng)
+        with torch.no_grad():
+            for k, b in core.named_buffers():
+                b.copy_(buffers[k])
+    ml = flat["ml"]
+    record = {}
+    for k, g in flat.items():
+        record[f"grad_norm_{k}"] = float(g.norm())
+        if k != "ml":
+            record[f"grad_cos_{k}"] = float(torch.nn.functional.cosine_similarity(g, ml, dim=0))
+    return record
 
 
 def _finite_or_raise(stats: dict[str, float], epoch: int) -> None:

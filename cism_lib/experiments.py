@@ -217,7 +217,8 @@ TABLES: dict[str, list[Row]] = {
 # the real tiles at a screening budget: the isaid512 preset on its first `data.max_train` training
 # tiles for one epoch, CAMs of those tiles (where the background threshold is chosen) and of all
 # val tiles (where mIoU is reported). Rows in the order they are worth running.
-SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False}
+SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False,
+                                 "train.grad_probe": True}
 SCREEN: list[Row] = [
     Row("CAM", {"model.method": "cam"}),
     Row("CIAN", BASELINE),
@@ -263,7 +264,9 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     for seed, row in tqdm([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
         cfg = row_config(row, seed=seed, base=base, table="screen")
         rd = run_all(cfg, stages=CAM_STAGES, progress=progress)
-        records.append(run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split))
+        last = read_history(rd).tail(1)  # the last epoch's per-loss backbone gradients (grad_probe)
+        grads = {k: last[k].item() for k in last.columns if k.startswith("grad_")}
+        records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **grads})
         # keep the lines of other rows, seeds and budgets; this run's line replaces its own
         done = pd.DataFrame(records)
         old = table[~table["run"].isin(done["run"])] if len(table) else table

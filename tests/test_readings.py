@@ -95,3 +95,39 @@ def replace_classifier(model: torch.nn.Module) -> torch.nn.Module:
     """A model whose classifier has another width, so nothing named classifier.* fits."""
     model.classifier = torch.nn.Conv2d(7, 3, 1, bias=False)
     return model
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """Four pair items cut from pair_batch(1)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i % 2] for k, v in pair_batch(1).items()}
+
+
+def test_gradient_probe_measures_each_loss_and_leaves_training_unchanged(tmp_path) -> None:
+    from cism_lib.engine import gradient_probe, train_classifier
+    from cism_lib.runtime import precision_for
+
+    cfg = replace(RunConfig(), **{"device": "cpu", "threads": 1, "model.method": "cism",
+                                  "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8,
+                                  "train.epochs": 2, "train.batch_size": 2, "train.amp": False})
+    plain = train_classifier(cfg, _Pairs(), 3, tmp_path / "plain", progress=False)
+    probed = train_classifier(replace(cfg, **{"train.grad_probe": True}), _Pairs(), 3, tmp_path / "probed",
+                              progress=False)
+    for (name, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
+        assert torch.equal(a, b), name  # same weights and BatchNorm statistics after 2 epochs
+    record = probed.train_history[-1]
+    assert {f"grad_cos_{k}" for k in ("sl", "csm", "nsc")} <= record.keys() and "grad_cos_ml" not in record
+    # the norm of L_ml's backbone gradient, computed by hand on a batch
+    batch = pair_batch(2)
+    model = probed.train()
+    loss_fn = lambda out, b: total_loss(out, b, cfg.model)  # noqa: E731
+    probe = gradient_probe(model, batch, loss_fn, precision_for("cpu", False))
+    model.zero_grad()  # (L_ml does not depend on the gate's random draw)
+    loss_fn(model(batch["image_q"], batch["image_r"]), batch)["ml"].backward()
+    by_hand = torch.cat([p.grad.reshape(-1) for p in model.backbone.parameters() if p.grad is not None]).norm()
+    assert probe["grad_norm_ml"] == pytest.approx(float(by_hand), rel=1e-4)
+    assert -1 <= probe["grad_cos_sl"] <= 1 and probe["grad_norm_sl"] > 0

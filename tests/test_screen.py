@@ -55,6 +55,7 @@ def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -
     assert main(["screen", "--rows", "CAM", "--seeds", "0", "--tiles", "4"]) == 0
     df = ex.run_screen(["CISM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)
     assert len(df) == 1 and 0 <= df["cam_miou_val"].iloc[0] <= 1
+    assert {"grad_norm_ml", "grad_cos_sl", "grad_cos_csm", "grad_cos_nsc"} <= set(df.columns)
     table = pd.read_csv(tiles / "results" / "isaid512" / "screen_runs.csv")
     assert sorted(table["row"]) == ["CAM", "CISM"]            # the CLI's CAM line is kept
     assert set(table["eval_split"]) == {"val"} and set(table["threshold_selected_on"]) == {"train"}
