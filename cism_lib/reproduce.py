@@ -1,7 +1,9 @@
-"""`make reproduce`: execute every numbered notebook headlessly with papermill, in order."""
+"""`make reproduce`: execute every numbered notebook headlessly with papermill, in order, and
+write a static HTML report of the executed copies (build/<profile>/index.html)."""
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import sys
 import time
@@ -54,6 +56,42 @@ def run_notebook(path: Path, out_dir: Path, profile: str, cell_timeout: float | 
     return time.perf_counter() - t0
 
 
+def _duration(seconds: float | None) -> str:
+    """A run time as the report shows it: seconds under a minute, else minutes."""
+    if seconds is None:
+        return "—"
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def write_report(out_dir: Path) -> Path:
+    """Convert each executed notebook of `out_dir` to HTML beside it and write an `index.html` linking them.
+
+    Run times and failures are read from the metadata papermill writes into each executed copy, so
+    the index also lists notebooks executed by an earlier `--only` run.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    rows = []
+    for path in notebooks(out_dir):
+        nb = nbformat.read(path, as_version=4)
+        body, _ = exporter.from_notebook_node(nb)
+        path.with_suffix(".html").write_text(body, encoding="utf-8")
+        run = nb.metadata.get("papermill", {})
+        status = "failed" if run.get("exception") else "ok"
+        when = html.escape(str(run.get("end_time") or "—")[:19].replace("T", " "))
+        rows.append(f'<tr><td><a href="{html.escape(path.stem)}.html">{html.escape(path.stem)}</a></td>'
+                    f"<td>{_duration(run.get('duration'))}</td><td>{status}</td><td>{when}</td></tr>")
+    title = f"cism_lib: executed notebooks ({html.escape(out_dir.name)} profile)"
+    index = out_dir / "index.html"
+    index.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n"
+                     f"<body><h1>{title}</h1>\n<table>\n<tr><th>notebook</th><th>run time</th><th>status</th>"
+                     f"<th>finished</th></tr>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n",
+                     encoding="utf-8")
+    return index
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the notebooks for a profile and report the time each took."""
     ap = argparse.ArgumentParser(prog="python -m cism_lib.reproduce", description=__doc__)
@@ -71,12 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     if not books:
         print(f"no notebooks found in {args.notebooks}", file=sys.stderr)
         return 1
+    out_dir = (args.out / args.profile).resolve()
     total = 0.0
-    for nb in books:
-        print(f"[{args.profile}] {nb.name} ...", flush=True)
-        seconds = run_notebook(nb.resolve(), (args.out / args.profile).resolve(), args.profile, timeout)
-        total += seconds
-        print(f"[{args.profile}] {nb.name} done in {seconds / 60:.1f} min", flush=True)
+    try:
+        for nb in books:
+            print(f"[{args.profile}] {nb.name} ...", flush=True)
+            seconds = run_notebook(nb.resolve(), out_dir, args.profile, timeout)
+            total += seconds
+            print(f"[{args.profile}] {nb.name} done in {seconds / 60:.1f} min", flush=True)
+    finally:  # a failed notebook's executed copy, traceback included, is in the report too
+        if out_dir.is_dir():
+            print(f"[{args.profile}] report: {write_report(out_dir)}", flush=True)
     print(f"[{args.profile}] all {len(books)} notebooks in {total / 60:.1f} min")
     return 0
 

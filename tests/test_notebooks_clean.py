@@ -1,14 +1,16 @@
-"""Committed notebooks are clean: no outputs, parameters cell first, thin (they import cism_lib)."""
+"""Committed notebooks are clean (no outputs, parameters cell first, thin) and in sync with their py:percent twins."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
+from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
 
 FOLDER = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
+TWINS = sorted(FOLDER.glob("[0-9][0-9]_*.py"))
 EXPECTED = ["00_quickstart", "01_data_statistics", "02_mcsg", "03_train", "04_table4_prototypes_pie",
             "05_table5_eta", "06_table6_slsc", "07_table7_mcsg", "08_table8_losses",
             "09_table1_comparison", "10_cam_figures", "11_explore"]
@@ -34,13 +36,27 @@ def test_notebook_is_clean(path: Path) -> None:
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
 
 
-def test_notebooks_match_their_generator() -> None:
-    spec = importlib.util.spec_from_file_location("make_notebooks", FOLDER / "make_notebooks.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    for name, cells in gen.NOTEBOOKS.items():
-        for i, cell in enumerate(cells):
-            cell["id"] = f"{name[:2]}-{i:02d}"
-        expected = nbformat.writes(gen.build(name, cells))
-        assert (FOLDER / f"{name}.ipynb").read_text() == expected + "\n" or \
-            (FOLDER / f"{name}.ipynb").read_text() == expected, f"{name}.ipynb is stale: rerun make_notebooks.py"
+def test_jupytext_pairs_every_notebook_with_its_py_percent_twin() -> None:
+    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(FOLDER)))
+    assert config.default_formats(str(NOTEBOOKS[0])) == "ipynb,py:percent"
+    assert [p.stem for p in TWINS] == [p.stem for p in NOTEBOOKS], "a .py twin without its .ipynb (or the reverse)"
+
+
+def _inputs(nb: nbformat.NotebookNode) -> list[tuple[str, str, dict]]:
+    """What a paired text file holds of each cell: its type, source and metadata."""
+    return [(c.cell_type, c.source, dict(c.metadata)) for c in nb.cells]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_and_its_twin_are_in_sync(path: Path) -> None:
+    fix = f"jupytext --sync notebooks/{path.name}"
+    twin = path.with_suffix(".py")
+    if not twin.is_file():
+        pytest.fail(f"{path.name} has no py:percent twin: run {fix}", pytrace=False)
+    # The .ipynb as its twin would hold it: jupytext leaves out of text files the cell metadata that
+    # JupyterLab adds (collapsed, scrolled, ExecuteTime, ...), so those never count as a difference.
+    ipynb = _inputs(jupytext.reads(jupytext.writes(jupytext.read(path), fmt="py:percent"), fmt="py:percent"))
+    text = _inputs(jupytext.read(twin))
+    if ipynb != text:
+        cell = next((i for i, (a, b) in enumerate(zip(ipynb, text)) if a != b), min(len(ipynb), len(text)))
+        pytest.fail(f"{twin.name} and {path.name} differ from cell {cell} on: run {fix}", pytrace=False)

@@ -1,0 +1,80 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Tables 1–2: CAM, CIAN and CISM through the whole chain
+#
+# Per-class IoU of the CAMs (Table 1), then the CRF pseudo-masks and a DeepLab trained on them
+# (Table 2's image-level rows). On SynthAerial always; on the real iSAID tiles too when
+# `CISM_ISAID_ROOT` is set (with the `isaid512` preset and the profile's real-data budget).
+
+# %% tags=["parameters"]
+# Parameters: papermill may override any of these.
+PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+SEEDS = None     # None: the profile's plan
+
+# %%
+from cism_lib import experiments, pipeline, viz
+
+PROFILE = PROFILE or experiments.current_profile()
+PROFILE
+
+# %% [markdown]
+# ## Run the whole chain for each model
+#
+# Train → CAMs → CAM scores → pseudo-masks → DeepLab; finished stages are reused.
+
+# %%
+runs = experiments.run_rows('table1', PROFILE, seeds=SEEDS, stages=pipeline.STAGES)
+runs = experiments.per_class_iou(runs, 'cam_train')
+experiments.write_table(runs, 'table1_runs', PROFILE)
+runs
+
+# %% [markdown]
+# ## Table 1: per-class IoU (%)
+#
+# The paper's line and ours for each model; class abbreviations as in the paper (BG background, PL plane, …).
+
+# %%
+table1 = experiments.compare('table1', runs)
+experiments.write_table(table1, 'table1_per_class', PROFILE)
+experiments.styled(table1)
+
+# %% [markdown]
+# ## Table 2 analogue: pseudo-masks and DeepLab (%)
+#
+# The paper lists DeepLab mIoU on iSAID val; ours adds the pseudo-mask mIoU on the training split (threshold selected on val, dense CRF).
+
+# %%
+table2 = experiments.compare('table2', runs)
+experiments.write_table(table2, 'table2_supervision', PROFILE)
+experiments.styled(table2)
+
+# %% [markdown]
+# ## The real iSAID tiles
+#
+# Skipped unless `CISM_ISAID_ROOT` is set.
+
+# %%
+real_root = experiments.isaid_root()
+real_root
+
+# %%
+if real_root is not None:
+    real = experiments.run_rows('table1', PROFILE, seeds=[0], stages=pipeline.STAGES,
+                                base=experiments.experiment_config(PROFILE, real=True))
+    real = experiments.per_class_iou(real, 'cam_train')
+    experiments.write_table(experiments.compare('table1', real), 'table1_per_class_isaid', PROFILE)
+    experiments.write_table(experiments.compare('table2', real), 'table2_supervision_isaid', PROFILE)
+    display(experiments.styled(experiments.compare('table1', real)))
