@@ -61,6 +61,7 @@ class ModelConfig:
     output_stride: int = 16
     pie_norm: str = "minmax"            # matching map A to [0,1]: minmax | affine ((cos+1)/2)
     pie_pool: str = "class"             # P' pooled per class (class) or over the whole map (global)
+    sim_centre: bool = False            # cosines of Eq. 7 and 14 on centred features (F_c is all-positive)
     sl_form: str = "recam"              # Z~ as [K,K] per-class scores (recam) or their diagonal (diag)
     # How L_sl reaches the CAM (docs/method.md, 8): the defaults are the readings that measured best.
     sl_scorer: str = "separate"         # Z~ scored by ReCAM's own 1x1 (separate) or by W_c (cam)

@@ -229,6 +229,7 @@ SCREEN: list[Row] = [
     Row("CIAN + self L_ml", {**BASELINE, "model.self_ml": True}),     # H4
     Row("CISM, literal SLSC", _cism(sl_scorer="cam", sl_detach=False, sl_pool="gamma")),  # H1
     Row("CISM, sum over classes", _cism(loss_reduction="sum")),       # H2: Eq. 19/24/27 as written
+    Row("CISM, centred similarities", _cism(sim_centre=True)),        # H3: PV/PIE near-inert
 ]
 
 

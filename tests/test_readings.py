@@ -131,3 +131,39 @@ def test_gradient_probe_measures_each_loss_and_leaves_training_unchanged(tmp_pat
     by_hand = torch.cat([p.grad.reshape(-1) for p in model.backbone.parameters() if p.grad is not None]).norm()
     assert probe["grad_norm_ml"] == pytest.approx(float(by_hand), rel=1e-4)
     assert -1 <= probe["grad_cos_sl"] <= 1 and probe["grad_norm_sl"] > 0
+
+
+def test_centred_similarities_ignore_a_shared_offset_and_plain_ones_do_not() -> None:
+    from cism_lib.models.pie import matching_maps, pair_centred
+    from cism_lib.models.slsc import prototype_similarity
+
+    g = torch.Generator().manual_seed(0)
+    x_q, x_r = torch.randn(2, 5, 3, 4, generator=g), torch.randn(2, 5, 4, 3, generator=g)
+    shift = 3 * torch.rand(2, 5, 1, 1, generator=g)  # one offset per pair, as sigma(.) adds
+    cq, cr = pair_centred(x_q, x_r)
+    assert torch.allclose(torch.cat([cq.flatten(2), cr.flatten(2)], 2).mean(2), torch.zeros(2, 5), atol=1e-6)
+    for a, b in zip(matching_maps(x_q, x_r, "affine", centre=True),
+                    matching_maps(x_q + shift, x_r + shift, "affine", centre=True)):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(matching_maps(x_q, x_r, "affine")[0], matching_maps(x_q + shift, x_r + shift, "affine")[0])
+    protos = torch.randn(2, 3, 5, generator=g)
+    centred = prototype_similarity(protos, x_q, centre=True)
+    assert torch.allclose(centred, prototype_similarity(protos + shift[:, None, :, 0, 0], x_q + shift, centre=True),
+                          atol=1e-5)
+    # by hand: pixel (0, 0), class 1 of image 0
+    mean = x_q[0].mean((1, 2))
+    cos = torch.nn.functional.cosine_similarity(protos[0, 1] - mean, x_q[0, :, 0, 0] - mean, dim=0)
+    assert float(centred[0, 1, 0, 0]) == pytest.approx(max(float(cos), 0.0), abs=1e-6)
+
+
+def test_sim_centre_changes_the_cism_heads_only() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(method="cism", backbone="resnet18", weights=None, proto_dim=8)
+    plain = build_model(cfg, 3).eval()
+    centred = build_model(replace(cfg, sim_centre=True), 3).eval()
+    centred.load_state_dict(plain.state_dict())
+    b = pair_batch(3)
+    with torch.no_grad():
+        p, c = plain(b["image_q"], b["image_r"]), centred(b["image_q"], b["image_r"])
+    assert torch.equal(p["cam_q"], c["cam_q"]) and not torch.allclose(p["y_co"], c["y_co"])
+    assert not torch.allclose(p["sl_q"], c["sl_q"])

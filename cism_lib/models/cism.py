@@ -101,7 +101,7 @@ class CISMNet(nn.Module):
         x_q = x_r = a_q = a_r = None
         if self.interaction is not None or self.psi is not None:
             x_q, x_r = self.interaction(e_q, e_r) if self.interaction else (e_q, e_r)
-            a_q, a_r = matching_maps(x_q, x_r, self.cfg.pie_norm)
+            a_q, a_r = matching_maps(x_q, x_r, self.cfg.pie_norm, self.cfg.sim_centre)
         if self.use_slsc:
             out["sl_q"] = self._slsc(f_q, cam_q, e_q, (cam_r, x_r, a_r))
             out["sl_r"] = self._slsc(f_r, cam_r, e_r, (cam_q, x_q, a_q))
@@ -133,7 +133,7 @@ class CISMNet(nn.Module):
                 region_o = (high_confidence_regions(normalise_cam(cam_o), self.cam_threshold)
                             if self.cfg.pie_pool == "class" else None)
                 protos = enhance_prototypes(protos, x_o, a_o, region_o)
-            mask = m * prototype_similarity(protos, e)
+            mask = m * prototype_similarity(protos, e, self.cfg.sim_centre)
         gamma = pixel_confidence(cam, self.cfg.gamma_axis)
         return secondary_scores(scores, mask, gamma, self.cfg.sl_form, self.cfg.sl_pool)
 

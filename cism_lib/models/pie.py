@@ -31,10 +31,24 @@ def normalise_map(a: torch.Tensor, mode: str = "minmax", eps: float = 1e-6) -> t
     return (a - lo) / (hi - lo).clamp_min(eps)
 
 
-def matching_maps(x_q: torch.Tensor, x_r: torch.Tensor,
-                  mode: str = "minmax") -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. (7): A_q(p) = max_p' cos(X_Q(p), X_R(p')) and A_r likewise, normalised, [B,h,w] each."""
+def pair_centred(x_q: torch.Tensor, x_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both maps [B,D,h,w] minus the pair's mean feature (over every position of both images).
+
+    Features in the positive orthant (F_c = σ(·)) have cosines near 1 everywhere; centring
+    measures the directions in which positions differ (model.sim_centre, docs/method.md).
+    """
+    mean = torch.cat([x_q.flatten(2), x_r.flatten(2)], 2).mean(2)[:, :, None, None]
+    return x_q - mean, x_r - mean
+
+
+def matching_maps(x_q: torch.Tensor, x_r: torch.Tensor, mode: str = "minmax",
+                  centre: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (7): A_q(p) = max_p' cos(X_Q(p), X_R(p')) and A_r likewise, normalised, [B,h,w] each.
+
+    `centre`: the cosines of the pair-centred maps (pair_centred)."""
     b, _, h, w = x_q.shape
+    if centre:
+        x_q, x_r = pair_centred(x_q, x_r)
     q = F.normalize(x_q.flatten(2), dim=1)
     r = F.normalize(x_r.flatten(2), dim=1)
     sim = torch.bmm(q.transpose(1, 2), r)  # [B, hw_q, hw_r], one batched product

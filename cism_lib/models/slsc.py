@@ -11,8 +11,13 @@ def normalise_cam(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return cam / (cam.amax((2, 3), keepdim=True) + eps)
 
 
-def prototype_similarity(protos: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-    """The ⊗ of Eq. (14): ReLU(cos(P'_k, F_c(x))) per class and pixel, [B,K,h,w]."""
+def prototype_similarity(protos: torch.Tensor, feats: torch.Tensor, centre: bool = False) -> torch.Tensor:
+    """The ⊗ of Eq. (14): ReLU(cos(P'_k, F_c(x))) per class and pixel, [B,K,h,w].
+
+    `centre`: prototypes and features minus the image's mean feature before the cosine."""
+    if centre:
+        mean = feats.mean((2, 3))
+        protos, feats = protos - mean[:, None, :], feats - mean[:, :, None, None]
     p = F.normalize(protos, dim=2)
     f = F.normalize(feats.flatten(2), dim=1)
     sim = torch.einsum("bkd,bdx->bkx", p, f)
