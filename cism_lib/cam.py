@@ -152,7 +152,7 @@ def make_cams(model: nn.Module, dataset: Any, out_dir: str | Path, cfg: CamConfi
     Images are normalised by `transform` (must keep the image size) or else by mean/std; the
     image-level labels come from `dataset.labels`. Existing files are skipped when skip_done.
     """
-    from tqdm.auto import tqdm
+    from cism_lib.runtime import progress_bar
 
     out, device = Path(out_dir), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def make_cams(model: nn.Module, dataset: Any, out_dir: str | Path, cfg: CamConfi
     todo = [i for i, sid in enumerate(dataset.ids) if not (skip_done and (out / f"{sid}.npz").exists())]
     precision_for(device, amp, inference=True).model(model.eval())
     written: list[str] = []
-    with tqdm(total=len(todo), desc="CAMs", disable=not progress) as bar:
+    with progress_bar(total=len(todo), desc="CAMs", disable=not progress) as bar:
         for batch in _raw_batches(dataset, todo, cfg.batch_size):
             idx, size = [b[0] for b in batch], batch[0][1].shape[:2]
             images = _prepare(batch, transform, mean, std)

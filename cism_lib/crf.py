@@ -176,7 +176,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: Any, out_dir: str | Path, cf
     `workers`: processes (None → cfg.workers; 0 → os.cpu_count(); 1 → in this process).
     Existing PNGs are skipped when skip_done, so an interrupted run resumes.
     """
-    from tqdm.auto import tqdm
+    from cism_lib.runtime import progress_bar
 
     cam_dir, out = Path(cam_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: Any, out_dir: str | Path, cf
     jobs = (_Job(dataset.ids[i], dataset.read_image(i), cam_dir / f"{dataset.ids[i]}.npz",
                  out / f"{dataset.ids[i]}.png", num_fg, palette, cfg, bg_threshold, bg_power)
             for i in todo)
-    done = set(tqdm(_map_bounded(_run_job, jobs, n), total=len(todo), desc="pseudo-masks",
+    done = set(progress_bar(_map_bounded(_run_job, jobs, n), total=len(todo), desc="pseudo-masks",
                     disable=not progress))
     return [dataset.ids[i] for i in todo if dataset.ids[i] in done]
 

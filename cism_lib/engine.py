@@ -122,13 +122,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
     The forward pass runs under the precision policy (bf16 autocast where it is native), the
     losses in fp32. Time spent waiting for the loader is reported as `data_s`.
     """
-    from tqdm.auto import tqdm
+    from cism_lib.runtime import progress_bar
 
     precision = precision or precision_for(device, cfg.amp, cfg.channels_last)
     model.train()
     sums: dict[str, float] = {}
     n_images, t0, data_s = 0, time.perf_counter(), 0.0
-    bar = tqdm(total=n_steps, desc="train", leave=False, disable=not progress)
+    bar = progress_bar(total=n_steps, desc="train", leave=False, disable=not progress)
     t_wait = time.perf_counter()
     for step, batch in enumerate(loader):
         if step >= n_steps:

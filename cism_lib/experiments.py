@@ -43,11 +43,11 @@ from cism_lib.classes import ISAID
 from cism_lib.config import CrfConfig, RunConfig, load_config, replace
 from cism_lib.errors import ConfigError
 from cism_lib.outputs import ROOT, output_dir
+from cism_lib.runtime import HEADLESS_ENV
 
 PROFILES = ("smoke", "cpu", "paper")
 PROFILE_ENV = "CISM_PROFILE"
 ISAID_ENV = "CISM_ISAID_ROOT"
-HEADLESS_ENV = "CISM_HEADLESS"  # set to 1 by make reproduce and make test: no widgets
 CAM_STAGES = ("train", "cams", "eval")
 DATA_LABELS = {"synthetic": "SynthAerial (synthetic)", "isaid": "iSAID tiles (real)",
                "voc": "PASCAL VOC 2012 (real)"}
@@ -249,9 +249,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     Seeds go round the rows (every row's seed 0, then every row's seed 1), so a screen cut short
     still has one seed of every row. Written to results/isaid512/screen_runs.csv after each run.
     """
-    from tqdm.auto import tqdm
-
     from cism_lib.pipeline import run_all
+    from cism_lib.runtime import progress_bar
 
     known = {r.label: r for r in SCREEN}
     missing = [x for x in labels or () if x not in known]
@@ -262,7 +261,7 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     path = output_dir("results", "isaid512") / "screen_runs.csv"
     table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     records = []
-    for seed, row in tqdm([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
+    for seed, row in progress_bar([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
         cfg = row_config(row, seed=seed, base=base, table="screen")
         rd = run_all(cfg, stages=CAM_STAGES, progress=progress)
         last = read_history(rd).tail(1)  # the last epoch's per-loss backbone gradients (grad_probe)
@@ -345,14 +344,13 @@ def run_rows(table: str, profile: str = "cpu", seeds: Sequence[int] | None = Non
     `seeds` overrides the plan's seeds for every row; `base` replaces the profile's experiment
     config (e.g. `experiment_config(profile, real=True)` for the real tiles).
     """
-    from tqdm.auto import tqdm
-
     from cism_lib.pipeline import run_all
+    from cism_lib.runtime import progress_bar
 
     jobs = [(row, s) for row, plan_seeds in planned_rows(table, profile)
             for s in (plan_seeds if seeds is None else seeds)]
     records = []
-    for row, seed in tqdm(jobs, desc=table, disable=not progress):
+    for row, seed in progress_bar(jobs, desc=table, disable=not progress):
         cfg = row_config(row, profile, seed, base, table)
         rd = run_all(cfg, stages=stages, progress=progress)
         records.append(run_record(table, row, seed, cfg, rd))

@@ -15,6 +15,27 @@ from pathlib import Path
 from typing import Any
 
 
+HEADLESS_ENV = "CISM_HEADLESS"  # set to 1 by make reproduce and make test: no widgets, no bars
+
+
+def headless() -> bool:
+    """True under CISM_HEADLESS=1 (make reproduce, make test): notebooks run with no one watching."""
+    return os.environ.get(HEADLESS_ENV, "") == "1"
+
+
+def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm bar: widgets in Jupyter, text in a terminal, none in headless runs.
+
+    Executed notebooks (papermill) would otherwise keep every bar as a frozen widget in their
+    outputs; headless, the bar is disabled (tqdm still iterates and counts).
+    """
+    from tqdm.auto import tqdm
+
+    if headless():
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)
+
+
 @dataclass(frozen=True)
 class DistInfo:
     """Process rank and world size, read from torchrun's environment variables."""

@@ -194,7 +194,7 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
     Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
     The network runs under `runtime.precision_for(device, amp)`, the loss in fp32.
     """
-    from tqdm.auto import tqdm
+    from cism_lib.runtime import progress_bar
 
     out, device = Path(out_dir), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
         torch.manual_seed(seed * 7919 + epoch)
         loader = _epoch_loader(train_ds, cfg, seed, epoch)
         start = time.time()
-        with tqdm(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
+        with progress_bar(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
             stats = _train_one_epoch(model, loader, opt, sched, device, bar, precision)
         record = {"epoch": epoch + 1, **stats, **precision.record(), "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
         history.append(record)

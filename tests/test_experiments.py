@@ -201,3 +201,15 @@ def test_interactive_follows_the_flag_then_the_headless_variable(monkeypatch) ->
     assert ex.interactive() is True and ex.interactive(False) is False
     monkeypatch.setenv("CISM_HEADLESS", "1")
     assert ex.interactive() is False and ex.interactive(True) is True
+
+
+def test_progress_bars_are_off_in_headless_runs_so_executed_notebooks_keep_no_widgets(monkeypatch) -> None:
+    from cism_lib.runtime import progress_bar
+
+    monkeypatch.setenv("CISM_HEADLESS", "1")
+    bar = progress_bar(range(3), desc="x")
+    assert bar.disable and list(bar) == [0, 1, 2]  # still iterates
+    monkeypatch.delenv("CISM_HEADLESS")
+    bar = progress_bar(range(3), desc="x", disable=False)
+    assert not bar.disable
+    bar.close()

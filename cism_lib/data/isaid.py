@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cism_lib.classes import ISAID, ClassSet
 from cism_lib.data.io import read_image, read_mask, write_png_atomic
 from cism_lib.errors import DataError
+from cism_lib.runtime import progress_bar
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 COLOUR_SUFFIX = "_instance_color_RGB"
@@ -111,7 +111,7 @@ class SegDataset:
     def _drop_bad(self) -> None:
         """Decode every sample; drop bad ones into self.skipped and warn once."""
         bad = {}
-        for i in tqdm(range(len(self)), desc="checking samples", unit="img", leave=False,
+        for i in progress_bar(range(len(self)), desc="checking samples", unit="img", leave=False,
                       disable=len(self) < 200):
             reason = self.check(i)
             if reason is not None:
@@ -276,7 +276,7 @@ def split_isaid(src: str | Path, dst: str | Path, split: str, patch: int = 512, 
     if not images:
         raise DataError(f"{image_dir}: no images found")
     out_dir, ids = Path(dst) / split / "images", []
-    for image_path in tqdm(images, desc=f"split {split}", unit="img", disable=not progress):
+    for image_path in progress_bar(images, desc=f"split {split}", unit="img", disable=not progress):
         mask_path = _full_size_mask(Path(src), split, image_path)
         image, mask = read_image(image_path), read_image(mask_path)
         if image.shape != mask.shape:

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cism_lib.classes import ClassSet
 from cism_lib.data.io import read_mask
 from cism_lib.errors import DataError
-from cism_lib.runtime import atomic_path
+from cism_lib.runtime import atomic_path, progress_bar
 
 CACHE_VERSION = 1
 
@@ -133,7 +132,7 @@ def image_labels(source: Any, classes: ClassSet | None = None, *, colour: bool |
         for loc in locations:
             table.update(_load_cache(loc, classes) or {})
     missing = [i for i, k in enumerate(keys) if k not in table]
-    bar = tqdm(missing, desc=f"labels {folder.name}", unit="mask", disable=not progress or not missing,
+    bar = progress_bar(missing, desc=f"labels {folder.name}", unit="mask", disable=not progress or not missing,
                leave=False)
     for i in bar:
         table[keys[i]] = mask_labels(reader(i), classes.num_foreground, min_pixels)

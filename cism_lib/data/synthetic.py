@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
 
 from cism_lib.classes import ISAID, index_to_rgb
 from cism_lib.data.io import write_png_atomic
 from cism_lib.errors import DataError
-from cism_lib.runtime import write_text_atomic
+from cism_lib.runtime import progress_bar, write_text_atomic
 
 GENERATOR = "SynthAerial"
 VERSION = 1
@@ -1382,7 +1381,7 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 256, seed: i
     for split, n in (("train", n_train), ("val", n_val)):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         tasks = [(str(out), split, i, size, seed) for i in range(n)]
-        bar = tqdm(total=n, desc=f"SynthAerial {split}", disable=not progress, unit="img")
+        bar = progress_bar(total=n, desc=f"SynthAerial {split}", disable=not progress, unit="img")
         rows = []
         with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
             for row in pool.map(_write_item, tasks, chunksize=16):
