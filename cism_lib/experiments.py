@@ -499,9 +499,12 @@ def write_table(df: pd.DataFrame, name: str, profile: str) -> Path:
     return path
 
 
-def styled(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """Numbers rounded for display (the CSV keeps full precision)."""
-    return df.round(digits)
+def styled(df: pd.DataFrame, digits: int = 1, caption: str | None = None) -> Any:
+    """A compare() frame as a reader sees it (display.table): percent cells, "mean ± std", every
+    column, no index, data and protocol as the caption (the CSV keeps full precision)."""
+    from cism_lib import display
+
+    return display.table(df, caption=caption, digits=digits)
 
 
 # ----------------------------------------------------------------------------- notebook helpers
@@ -629,42 +632,89 @@ def _image_order(labels: np.ndarray, n: int) -> list[int]:
     return [int(i) for i in np.argsort(-counts, kind="stable")[:n]]
 
 
+def focus_class(label: np.ndarray, gt: np.ndarray) -> int:
+    """The class id (1..K) a figure shows for an image: of the classes its image-level label holds,
+    the one with the most ground-truth pixels (lowest id on ties); 0 when the label is empty."""
+    present = [int(k) + 1 for k in np.flatnonzero(label)]
+    if not present:
+        return 0
+    area = [int(np.sum(gt == k)) for k in present]
+    return present[int(np.argmax(area))]
+
+
+def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int, class_id: int | None = None) -> float:
+    """IoU of one class (or the mIoU over the classes present in gt or pred) on one image."""
+    from cism_lib.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes)
+    cm.update(gt, pred)
+    m = cm.compute()
+    return float(m["iou"][class_id] if class_id is not None else m["miou"])
+
+
 def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
                  indices: Sequence[int] | None = None, pseudo_of: str | None = None,
-                 crf: CrfConfig | None = None) -> list[dict[str, np.ndarray]]:
+                 crf: CrfConfig | None = None) -> list[dict[str, Any]]:
     """Image, ground truth, each run's CAM and a CRF pseudo-mask for n images (Figures 7-9).
 
-    Runs must have finished the cams and eval stages. The pseudo-mask is made from the CAMs of
-    `pseudo_of` (default: the last run) with the threshold that run selected on the other split.
+    Each image shows one class, `focus_class` (of its labelled classes the one with the largest
+    ground-truth area): every run's CAM of that class, noted with the class's IoU on this image
+    after thresholding at the background threshold the run selected on the other split. The
+    pseudo-mask is made from the CAMs of `pseudo_of` (default: the last run) with that run's
+    threshold and noted with its mIoU on the image. Runs must have finished the cams and eval stages.
     """
-    from cism_lib.cam import load_cam
+    from cism_lib.cam import cam_to_labels, load_cam
     from cism_lib.crf import pseudo_mask
     from cism_lib.pipeline import open_split, read_metrics, run_dir
 
     first = next(iter(runs.values()))
     ds = open_split(first, split, progress=False)
+    k_all = ds.classes.num_classes
     idx = list(indices) if indices is not None else _image_order(ds.labels, n)
     pseudo_of = pseudo_of or list(runs)[-1]
-    threshold = float(read_metrics(run_dir(runs[pseudo_of])).get(f"cam_threshold_{split}", 0.3))
+    thresholds = {name: float(read_metrics(run_dir(cfg)).get(f"cam_threshold_{split}", 0.3))
+                  for name, cfg in runs.items()}
     samples = []
     for i in idx:
         image, gt = ds.read(i)
-        sample: dict[str, np.ndarray] = {"image": image, "ground truth": gt}
-        for name, cfg in runs.items():
-            cam, _ = load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[i]}.npz", ds.classes.num_foreground)
-            sample[f"{name} CAM"] = cam
-        cam, label = load_cam(run_dir(runs[pseudo_of]) / "cams" / split / f"{ds.ids[i]}.npz",
-                              ds.classes.num_foreground)
+        cams = {name: load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[i]}.npz", ds.classes.num_foreground)
+                for name, cfg in runs.items()}
+        label = cams[pseudo_of][1]
+        k = focus_class(label, gt)
+        sample: dict[str, Any] = {"image": image, "ground truth": gt}
+        notes = {"ground truth": ", ".join(ds.classes.abbrev[c] if ds.classes.abbrev else ds.classes.names[c]
+                                           for c in sorted({int(v) for v in np.unique(gt)} - {0, 255}))}
+        for name, (cam, _) in cams.items():
+            title = f"{name} CAM"
+            sample[title] = cam[k - 1] if k else np.zeros(cam.shape[1:], np.float32)
+            if k:
+                iou = image_iou(gt, cam_to_labels(cam, thresholds[name]), k_all, k)
+                notes[title] = f"{ds.classes.names[k]}: IoU {100 * iou:.1f}"
+        cam, _ = cams[pseudo_of]
+        title = f"pseudo-mask ({pseudo_of})"
         # A writable copy: pydensecrf rejects read-only buffers (as ds.read may return).
-        sample[f"pseudo-mask ({pseudo_of})"] = pseudo_mask(image.copy(), cam, label, crf or runs[pseudo_of].crf,
-                                                           bg_threshold=threshold)
+        sample[title] = pseudo_mask(image.copy(), cam, label, crf or runs[pseudo_of].crf,
+                                    bg_threshold=thresholds[pseudo_of])
+        notes[title] = f"mIoU {100 * image_iou(gt, sample[title], k_all):.1f}"
+        sample["notes"] = notes
         samples.append(sample)
     return samples
 
 
-def explore(cfg: RunConfig, split: str, index: int, class_id: int, bg_threshold: float,
+def present_classes(cfg: RunConfig, split: str, index: int) -> list[str]:
+    """Names of the classes in image `index`'s image-level label (what the explorer offers)."""
+    from cism_lib.pipeline import open_split
+
+    ds = open_split(cfg, split, progress=False)
+    return [ds.classes.names[int(k) + 1] for k in np.flatnonzero(ds.labels[index])]
+
+
+def explore(cfg: RunConfig, split: str, index: int, class_id: int | None, bg_threshold: float,
             crf: CrfConfig) -> dict[str, Any]:
-    """One image of a finished run: its CAM of a class, thresholded and CRF masks, and their IoU."""
+    """One image of a finished run: its CAM of a class, thresholded and CRF masks, and their IoU.
+
+    `class_id` None: the image's `focus_class` (a class its label holds, the largest in area).
+    """
     from cism_lib.cam import cam_to_labels, load_cam
     from cism_lib.crf import pseudo_mask
     from cism_lib.metrics import ConfusionMatrix
@@ -673,6 +723,8 @@ def explore(cfg: RunConfig, split: str, index: int, class_id: int, bg_threshold:
     ds = open_split(cfg, split, progress=False)
     image, gt = ds.read(index)
     cam, label = load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[index]}.npz", ds.classes.num_foreground)
+    if class_id is None:
+        class_id = focus_class(label, gt) or 1
     masks = {"CAM + threshold": cam_to_labels(cam, bg_threshold),
              "CAM + CRF": pseudo_mask(image.copy(), cam, label, crf, bg_threshold=bg_threshold)}
     ious = {}
@@ -692,6 +744,6 @@ __all__ = [
     "experiment_config", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
-    "train_live", "cam_examples", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
+    "train_live", "cam_examples", "focus_class", "image_iou", "present_classes", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
     "prefer_gpu", "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen",
 ]

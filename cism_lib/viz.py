@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cism_lib.classes import ISAID, ClassSet, index_to_rgb
+from cism_lib.classes import ISAID, ClassSet
 from cism_lib.outputs import output_dir
 
 DPI = 100
@@ -70,12 +70,36 @@ def save_figure(fig: Figure, name: str, profile: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- overlays
+# Kelly's 20 colours of maximum contrast (white and black left out): distinct for iSAID's 15 and
+# VOC's 20 foreground classes.
+KELLY = ("#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482", "#008856", "#E68FAC",
+         "#0067A5", "#F99379", "#654522", "#B3446C", "#882D17", "#8DB600", "#604E97", "#E25822", "#2B3D26",
+         "#F6A600", "#DCD300")  # the last two are close to the first yellow: used by VOC only
+
+
+def display_palette(classes: ClassSet = ISAID) -> np.ndarray:
+    """uint8 [num_classes, 3]: distinct colours for figures (background black).
+
+    The official iSAID palette (navy, teal and blues) makes ship, small vehicle, tennis court and
+    swimming pool look alike on screen; figures use Kelly's colours of maximum contrast instead.
+    Mask files keep the official palette (classes.index_to_rgb).
+    """
+    if classes.num_classes - 1 > len(KELLY):
+        raise ValueError(f"display_palette: {classes.num_classes - 1} classes, only {len(KELLY)} colours")
+    pal = np.zeros((classes.num_classes, 3), dtype=np.uint8)
+    for k, hexcode in enumerate(KELLY[:classes.num_classes - 1], start=1):
+        pal[k] = [int(hexcode[i:i + 2], 16) for i in (1, 3, 5)]
+    return pal
+
+
 def mask_overlay(image: np.ndarray, mask: np.ndarray, classes: ClassSet = ISAID,
                  alpha: float = 0.6) -> np.ndarray:
-    """uint8 [H,W,3]: the image with class colours blended in (background pixels left as they are)."""
-    colour = index_to_rgb(mask, classes).astype(np.float32)
-    fg = ((mask > 0) & (mask != 255))[..., None]
-    out = np.where(fg, (1 - alpha) * image + alpha * colour, image)
+    """uint8 [H,W,3]: the image with display-palette class colours blended in (background and
+    ignored pixels left as they are)."""
+    pal = display_palette(classes).astype(np.float32)
+    fg = ((mask > 0) & (mask < classes.num_classes))
+    colour = pal[np.where(fg, mask, 0)]
+    out = np.where(fg[..., None], (1 - alpha) * image + alpha * colour, image)
     return out.clip(0, 255).astype(np.uint8)
 
 
@@ -97,37 +121,65 @@ def _panel_image(image: np.ndarray, value: np.ndarray, classes: ClassSet) -> np.
     return mask_overlay(image, value, classes)
 
 
-def cam_panel(samples: Sequence[Mapping[str, np.ndarray]], classes: ClassSet = ISAID,
+def cam_panel(samples: Sequence[Mapping[str, Any]], classes: ClassSet = ISAID,
               columns: Sequence[str] | None = None, size: float = 2.2) -> Figure:
     """One row per sample: image, ground truth, CAMs (heatmaps) and masks (palette overlays).
 
     Each sample maps a column title to an array: uint8 [H,W,3] image, float [K,H,W] or [H,W]
     CAM, or uint8 [H,W] class-id mask; "image" is required (the background of the overlays).
+    An optional "notes" entry maps column titles to a line shown under that panel's title
+    (e.g. the class a CAM shows and its IoU on this image). A legend of the classes in the masks
+    and a colour bar of the CAM values come with the figure.
     """
-    columns = list(columns or samples[0].keys())
+    columns = list(columns or [k for k in samples[0] if k != "notes"])
     fig, axes = _figure(len(columns), len(samples), size, photo=True)
+    any_cam = False
     for r, sample in enumerate(samples):
+        notes = sample.get("notes", {})
         for c, title in enumerate(columns):
             ax = axes[r, c]
-            ax.imshow(_panel_image(sample["image"], sample[title], classes), interpolation="nearest")
+            value = sample[title]
+            any_cam |= bool(np.issubdtype(value.dtype, np.floating))
+            ax.imshow(_panel_image(sample["image"], value, classes), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=9)
+            lines = ([title] if r == 0 else []) + ([notes[title]] if title in notes else [])
+            if lines:
+                ax.set_title("\n".join(lines), fontsize=8)
+    if any_cam:
+        cam_colorbar(fig, axes)
     _legend(fig, samples, classes)
     return fig
 
 
-def _legend(fig: Figure, samples: Sequence[Mapping[str, np.ndarray]], classes: ClassSet) -> None:
-    """A legend of the classes that occur in any mask of the samples."""
-    from matplotlib.patches import Patch
+def cam_colorbar(fig: Figure, axes: Any, label: str = "CAM (normalised to [0, 1])") -> None:
+    """A colour bar of the CAM colour map beside `axes`."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
+    mappable = ScalarMappable(norm=Normalize(0, 1), cmap=colormaps[CAM_CMAP])
+    cbar = fig.colorbar(mappable, ax=np.asarray(axes).ravel().tolist(), shrink=0.6, pad=0.01, aspect=30)
+    cbar.set_label(label, fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+
+
+def _legend(fig: Figure, samples: Sequence[Mapping[str, Any]], classes: ClassSet) -> None:
+    """A legend of the classes that occur in any mask of the samples (display palette)."""
     ids: set[int] = set()
     for s in samples:
         for key, v in s.items():
-            if key != "image" and v.ndim == 2 and v.dtype == np.uint8:
+            if key != "image" and isinstance(v, np.ndarray) and v.ndim == 2 and v.dtype == np.uint8:
                 ids |= {int(k) for k in np.unique(v) if 0 < k < classes.num_classes}
-    handles = [Patch(color=np.asarray(classes.palette[k]) / 255, label=classes.names[k]) for k in sorted(ids)]
+    class_legend(fig, ids, classes)
+
+
+def class_legend(fig: Figure, ids: Any, classes: ClassSet = ISAID) -> None:
+    """A legend under the figure: the display colour and name of each class id in `ids`."""
+    from matplotlib.patches import Patch
+
+    pal = display_palette(classes)
+    handles = [Patch(color=pal[k] / 255, label=classes.names[k]) for k in sorted(ids) if 0 < k < classes.num_classes]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
 
@@ -229,6 +281,7 @@ def figure6_mosaics(mosaics: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
         ax.set_xlabel("categories per training query")
         ax.set_ylabel("% of queries")
         ax.legend(fontsize=8)
+    class_legend(fig, {int(k) for _, m, _ in mosaics for k in np.unique(m)}, classes)
     return fig
 
 
@@ -297,6 +350,31 @@ def comparison_bars(table: pd.DataFrame, metric: str = "mIoU") -> Figure:
     return fig
 
 
+def per_class_bars(table1: pd.DataFrame) -> Figure:
+    """Table 1 as bars: our per-class IoU of each model (solid) with the paper's as black ticks."""
+    meta = {"model", "source", "data", "protocol", "n_seeds"}
+    classes = [c for c in table1.columns if c not in meta]
+    ours = table1[table1["source"] == "ours"].set_index("model")
+    paper = table1[table1["source"] == "paper"].set_index("model")
+    models = [m for m in ours.index if ours.loc[m, classes].notna().any()]
+    fig, axes = _figure(1, 1, 11.0, 3.4)
+    ax = axes[0, 0]
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(classes))
+    for j, m in enumerate(models):
+        pos = x + (j - (len(models) - 1) / 2) * width
+        ax.bar(pos, ours.loc[m, classes].astype(float), width, label=f"{m} (ours)")
+        if m in paper.index:
+            ax.scatter(pos, paper.loc[m, classes].astype(float), marker="_", s=120, color="black",
+                       label="paper" if j == len(models) - 1 else None, zorder=3)
+    ax.set_xticks(x, classes, fontsize=8)
+    ax.set_ylabel("IoU (%)")
+    data = sorted(set(map(str, ours["data"])) - {"not run"})
+    ax.set_title(f"per-class CAM IoU, ours on {', '.join(data) or 'nothing'}; paper on iSAID", fontsize=9)
+    ax.legend(fontsize=8, ncol=len(models) + 1)
+    return fig
+
+
 def explore_panel(result: Mapping[str, Any]) -> Figure:
     """Image, ground truth, the chosen class's CAM and both masks of `experiments.explore`, with IoUs."""
     classes = result["classes"]
@@ -313,8 +391,10 @@ def explore_panel(result: Mapping[str, Any]) -> Figure:
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+    cam_colorbar(fig, axes[0, 2])
+    class_legend(fig, {int(k) for m in [result["gt"], *result["masks"].values()] for k in np.unique(m)}, classes)
     return fig
 
 
-__all__ = ["save_figure", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
-           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "explore_panel"]
+__all__ = ["save_figure", "display_palette", "class_legend", "cam_colorbar", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
+           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "per_class_bars", "explore_panel"]

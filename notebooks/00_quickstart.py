@@ -32,7 +32,7 @@ PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment varia
 N_IMAGES = 4     # images shown
 
 # %%
-from cism_lib import experiments, pipeline, viz
+from cism_lib import display, experiments, pipeline, viz
 
 PROFILE = PROFILE or experiments.current_profile()
 PROFILE
@@ -48,21 +48,24 @@ folders = experiments.run_configs(runs)
 folders
 
 # %% [markdown]
-# CAM quality (mIoU and overall accuracy of the thresholded CAMs; the background threshold of each split is chosen on the other split):
+# CAM quality in percent (mIoU and overall accuracy of the thresholded CAMs; each split is scored with the background threshold chosen on the other split, shown; all-BG is what a model that predicts only background scores):
 
 # %%
-experiments.metrics_frame(folders)
+display.metrics_view(experiments.metrics_frame(folders))
 
 # %% [markdown]
 # ## CAMs and a pseudo-mask
 #
-# Rows: the validation images with the most categories. Columns: the image, its ground truth, each model's CAM (max over the image's classes) and the CRF pseudo-mask made from CISM's CAM.
+# Rows: the validation images with the most categories. Columns: the image, its ground truth, each model's CAM of one class the image contains (the largest in its ground truth), with that class's IoU on the image and the CRF pseudo-mask made from CISM's CAM.
 
 # %%
 samples = experiments.cam_examples(runs, split='val', n=N_IMAGES)
 fig = viz.cam_panel(samples)
 viz.save_figure(fig, 'quickstart_cams', PROFILE)
 fig
+
+# %%
+display.markdown(display.figure_reading(samples))
 
 # %% [markdown]
 # Next: `01_data_statistics` (why multi-category scenes are hard), `02_mcsg` (the mosaic augmentation), `03_train` (one training run with live curves) and the tables 04–09.

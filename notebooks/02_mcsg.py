@@ -16,11 +16,12 @@
 # # Figure 6: Multi-Category Sample Generation (MCSG)
 #
 # Aerial datasets hold many low-category images (1–3 classes) whose pairs share little context.
-# MCSG (section 3.3) stitches four low-category images into one 2×2 mosaic with random scale,
-# crop and order, so the classifier sees more multi-category scenes. The mosaic's label is the
-# union of the tiles' labels restricted to the classes that survive the cropping. In training a
-# low-category query is replaced by a mosaic with a probability that gives about one mosaic per
-# batch, as the paper describes.
+# MCSG (section 3.3) stitches four low-category images into one 2×2 mosaic in random order, each
+# whole tile scaled to fit its cell, so the classifier sees more multi-category scenes. The
+# mosaic's label is the union of the four image-level labels — exact because no tile is cropped,
+# and read from the labels alone: training never opens a pixel mask (the masks below are drawn for
+# the figure only). In training a low-category query is replaced by a mosaic with a probability
+# that gives about one mosaic per batch, as the paper describes.
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
@@ -36,25 +37,24 @@ PROFILE
 cfg = experiments.experiment_config(PROFILE)
 
 # %% [markdown]
-# ## Mosaics
+# ## Mosaics, and the categories per training query they bring
 #
-# Top: the stitched image; bottom: its mask over it.
+# Left: four mosaics, the stitched image above its ground truth (drawn for the figure; the legend
+# names the classes). The title counts the classes of the mosaic's label. Right: the share of
+# training queries with 0, 1, 2, … categories as the pair sampler draws them, before and with MCSG
+# (the mosaics really stitched): look for the mass moving from 1–2 categories towards 3+.
 
 # %%
 mosaics = experiments.mcsg_examples(cfg, N_MOSAICS)
-
-# %% [markdown]
-# ## Categories per training query, before and with MCSG
-#
-# Queries drawn as the pair sampler draws them; with MCSG the mosaics are really stitched and labelled from the stitched mask.
-
-# %%
 before, after = experiments.mcsg_distribution(cfg, N_QUERIES)
-shift = experiments.statistics_tables({'before MCSG': before, 'with MCSG': after})['categories']
-experiments.write_table(shift, 'figure6_categories', PROFILE)
-shift
-
-# %%
 fig = viz.figure6_mosaics(mosaics, before=before, after=after)
 viz.save_figure(fig, 'figure6_mcsg', PROFILE)
 fig
+
+# %% [markdown]
+# The same distribution as numbers (`results/figure6_categories.csv`):
+
+# %%
+shift = experiments.statistics_tables({'before MCSG': before, 'with MCSG': after})['categories']
+experiments.write_table(shift, 'figure6_categories', PROFILE)
+shift

@@ -27,7 +27,7 @@ METHOD = 'cism'  # cam | cian | cism
 EPOCHS = None     # None: the profile's
 
 # %%
-from cism_lib import experiments, pipeline, viz
+from cism_lib import display, experiments, pipeline, viz
 
 PROFILE = PROFILE or experiments.current_profile()
 PROFILE
@@ -64,4 +64,4 @@ fig
 
 # %%
 rd = pipeline.run_all(cfg, stages=experiments.CAM_STAGES)
-experiments.metrics_frame({cfg.model.method: rd})
+display.metrics_view(experiments.metrics_frame({cfg.model.method: rd}))

@@ -25,7 +25,7 @@ PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment varia
 SEEDS = None     # None: the profile's plan; e.g. [0, 1, 2] for three seeds of every row
 
 # %%
-from cism_lib import experiments, pipeline, viz
+from cism_lib import display, experiments, pipeline, viz
 
 PROFILE = PROFILE or experiments.current_profile()
 PROFILE
@@ -41,17 +41,17 @@ PROFILE
 # %% [markdown]
 # ## Run (or reuse) every planned row × seed
 #
-# One line per run: its folder, the data it ran on, how the CAMs were scored and the metrics (fractions).
+# One line per run, in percent: the CAM mIoU/OA of each split, scored with the background threshold chosen on the other split (shown), and the all-background line (what a model that finds nothing scores). The CSV under `results/` keeps every column and full precision.
 
 # %%
 runs = experiments.run_rows('table4', PROFILE, seeds=SEEDS)
 experiments.write_table(runs, 'table4_pv_pie_runs', PROFILE)
-runs
+display.runs_view(runs)
 
 # %% [markdown]
 # ## Ours beside the paper's
 #
-# Percentages; `ours … std` is the sample standard deviation over seeds (NaN with one seed). The paper ran on the real iSAID with a ResNet-50 for 20 epochs; the `data` and `protocol` columns say what ours ran on.
+# Percentages; `ours` cells are mean ± sample standard deviation over seeds (a bare number: one seed), `–` a value the paper did not publish or a row this profile did not run. The paper ran on the real iSAID with a ResNet-50 for 20 epochs; the caption says what ours ran on and how it was scored.
 
 # %%
 table = experiments.compare('table4', runs)
@@ -66,4 +66,10 @@ fig
 # %% [markdown]
 # ## Reading the table
 #
-# In our model the prototypes only act through the heads that use them, so `+PV` is CISM without PIE and SLSC (the prototypes feed the CSM/NSC heads) and `+PV+PIE` is CISM without SLSC. The paper reports +0.7 mIoU for PV (with lower OA) and +3.8 more with PIE.
+# Written from the numbers above (`display.reading`): each row's change against the baseline, the paper's and ours, and whether ours exceeds the seed spread.
+
+# %%
+display.markdown(display.reading(table))
+
+# %% [markdown]
+# Notes on the rows: In our model the prototypes only act through the heads that use them, so `+PV` is CISM without PIE and SLSC (the prototypes feed the CSM/NSC heads) and `+PV+PIE` is CISM without SLSC. The paper reports +0.7 mIoU for PV (with lower OA) and +3.8 more with PIE.

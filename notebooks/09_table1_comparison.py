@@ -25,7 +25,7 @@ PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment varia
 SEEDS = None     # None: the profile's plan
 
 # %%
-from cism_lib import experiments, pipeline, viz
+from cism_lib import display, experiments, pipeline, viz
 
 PROFILE = PROFILE or experiments.current_profile()
 PROFILE
@@ -39,7 +39,7 @@ PROFILE
 runs = experiments.run_rows('table1', PROFILE, seeds=SEEDS, stages=pipeline.STAGES)
 runs = experiments.per_class_iou(runs, 'cam_train')
 experiments.write_table(runs, 'table1_runs', PROFILE)
-runs
+display.runs_view(runs)
 
 # %% [markdown]
 # ## Table 1: per-class IoU (%)
@@ -50,6 +50,20 @@ runs
 table1 = experiments.compare('table1', runs)
 experiments.write_table(table1, 'table1_per_class', PROFILE)
 experiments.styled(table1)
+
+# %% [markdown]
+# The same as bars: our models side by side per class, the paper's values as black ticks.
+
+# %%
+fig = viz.per_class_bars(table1)
+viz.save_figure(fig, 'table1_per_class', PROFILE)
+fig
+
+# %% [markdown]
+# What our Table 1 shows (written from the table above by `display.reading_table1`):
+
+# %%
+display.markdown(display.reading_table1(table1))
 
 # %% [markdown]
 # ## Table 2 analogue: pseudo-masks and DeepLab (%)

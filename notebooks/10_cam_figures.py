@@ -18,6 +18,8 @@
 # Figure 7 compares the baseline with CISM, Figure 8 the steps of Table 4 (baseline, +PV,
 # +PV+PIE), Figure 9 the SLSC comparison of Table 6 (baseline, RPNet-like, CISM, CISM + SLSC).
 # Each row: image, ground truth, the CAM of each model and the CRF pseudo-mask of the last one.
+# Each image shows the CAM of one class it contains (the largest in its ground truth), titled with
+# that class's IoU on the image at the run's background threshold; the pseudo-mask with its mIoU.
 # Only rows the profile's plan runs are shown (the smoke profile shows fewer columns).
 
 # %% tags=["parameters"]
@@ -26,7 +28,7 @@ PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment varia
 N_IMAGES = 4     # images per figure
 
 # %%
-from cism_lib import experiments, pipeline, viz
+from cism_lib import display, experiments, pipeline, viz
 
 PROFILE = PROFILE or experiments.current_profile()
 PROFILE
@@ -37,9 +39,13 @@ PROFILE
 # %%
 runs = experiments.figure_runs('figure7', PROFILE)
 folders = experiments.run_configs(runs)
-fig = viz.cam_panel(experiments.cam_examples(runs, 'val', N_IMAGES))
+samples = experiments.cam_examples(runs, 'val', N_IMAGES)
+fig = viz.cam_panel(samples)
 viz.save_figure(fig, 'figure7_cams', PROFILE)
 fig
+
+# %%
+display.markdown(display.figure_reading(samples))
 
 # %% [markdown]
 # ## Figure 8: prototype vectors and PIE
@@ -47,9 +53,13 @@ fig
 # %%
 runs = experiments.figure_runs('figure8', PROFILE)
 folders = experiments.run_configs(runs)
-fig = viz.cam_panel(experiments.cam_examples(runs, 'val', N_IMAGES))
+samples = experiments.cam_examples(runs, 'val', N_IMAGES)
+fig = viz.cam_panel(samples)
 viz.save_figure(fig, 'figure8_cams', PROFILE)
 fig
+
+# %%
+display.markdown(display.figure_reading(samples))
 
 # %% [markdown]
 # ## Figure 9: SLSC
@@ -57,6 +67,10 @@ fig
 # %%
 runs = experiments.figure_runs('figure9', PROFILE)
 folders = experiments.run_configs(runs)
-fig = viz.cam_panel(experiments.cam_examples(runs, 'val', N_IMAGES))
+samples = experiments.cam_examples(runs, 'val', N_IMAGES)
+fig = viz.cam_panel(samples)
 viz.save_figure(fig, 'figure9_cams', PROFILE)
 fig
+
+# %%
+display.markdown(display.figure_reading(samples))

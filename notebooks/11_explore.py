@@ -46,22 +46,26 @@ threshold
 # The view: one library call computes the masks and IoUs, one draws them.
 
 # %%
-def view(index=0, class_name='plane', threshold=threshold, bi_sxy=80.0, bi_srgb=13.0,
+def view(index=0, class_name=None, threshold=threshold, bi_sxy=80.0, bi_srgb=13.0,
          bi_compat=10.0, iterations=5):
     crf = CrfConfig(bi_sxy=bi_sxy, bi_srgb=bi_srgb, bi_compat=bi_compat, iterations=iterations)
-    result = experiments.explore(cfg, SPLIT, index, ISAID.names.index(class_name), threshold, crf)
+    class_id = ISAID.names.index(class_name) if class_name else None  # None: the image's largest class
+    result = experiments.explore(cfg, SPLIT, index, class_id, threshold, crf)
     display(viz.explore_panel(result))
     print(f"{result['id']}: classes present {result['present']}")
 
 
 # %% [markdown]
-# The sliders (`bi_sxy` is in pixels of a 500-pixel image and scaled to this one, like every CRF width in the library). Headless runs draw the view once instead: ipywidgets' `interact` made papermill wait forever on an idle kernel there.
+# The sliders (`bi_sxy` is in pixels of a 500-pixel image and scaled to this one, like every CRF width in the library). The class menu offers the classes the chosen image contains (its image-level label) and follows the image slider. Headless runs draw the view once instead: ipywidgets' `interact` made papermill wait forever on an idle kernel there.
 
 # %%
 n_images = len(pipeline.open_split(cfg, SPLIT))
 if experiments.interactive(INTERACTIVE):
-    widgets.interact(view, index=widgets.IntSlider(0, 0, n_images - 1),
-                     class_name=widgets.Dropdown(options=list(ISAID.names[1:]), value='plane'),
+    index_w = widgets.IntSlider(0, 0, n_images - 1, description='index')
+    class_w = widgets.Dropdown(options=experiments.present_classes(cfg, SPLIT, 0), description='class')
+    index_w.observe(lambda change: setattr(class_w, 'options', experiments.present_classes(cfg, SPLIT, change.new)),
+                    names='value')
+    widgets.interact(view, index=index_w, class_name=class_w,
                      threshold=widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.05),
                      bi_sxy=widgets.FloatSlider(value=80.0, min=5.0, max=150.0, step=5.0),
                      bi_srgb=widgets.FloatSlider(value=13.0, min=1.0, max=50.0, step=1.0),

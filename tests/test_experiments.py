@@ -178,17 +178,59 @@ def test_write_table_and_figures_go_to_the_profile_folders(monkeypatch: pytest.M
     assert data[0] == data[1] and data[0][:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in data[0]
 
 
-def test_cam_panel_renders_cams_and_masks() -> None:
+def test_cam_panel_renders_cams_and_masks_with_notes_a_legend_and_a_colour_bar() -> None:
     from cism_lib import viz
 
     image = np.full((8, 8, 3), 100, dtype=np.uint8)
     mask = np.zeros((8, 8), dtype=np.uint8)
     mask[:4] = 1
     overlay = viz.mask_overlay(image, mask, alpha=1.0)
-    assert (overlay[:4] == np.array([0, 0, 63])).all() and (overlay[4:] == 100).all()
-    cam = np.zeros((15, 8, 8), dtype=np.float32)
-    fig = viz.cam_panel([{"image": image, "ground truth": mask, "CAM": cam}])
-    assert len(fig.axes) == 3 and fig.axes[2].get_title() == "CAM"
+    assert (overlay[:4] == viz.display_palette()[1]).all() and (overlay[4:] == 100).all()
+    cam = np.zeros((8, 8), dtype=np.float32)
+    fig = viz.cam_panel([{"image": image, "ground truth": mask, "CAM": cam, "notes": {"CAM": "ship: IoU 12.5"}}])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == ["image", "ground truth", "CAM\nship: IoU 12.5"]
+    assert len(fig.axes) == 4  # three panels and the colour bar
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ship"]
+
+
+def test_display_palette_keeps_every_pair_of_classes_apart_unlike_the_official_one() -> None:
+    from skimage.color import rgb2lab
+
+    from cism_lib import viz
+    from cism_lib.classes import ISAID, VOC
+
+    def closest(pal: np.ndarray) -> float:
+        """The smallest CIE76 colour difference between two foreground colours."""
+        lab = rgb2lab(pal[None, 1:] / 255.0)[0]
+        d = np.sqrt(((lab[:, None] - lab[None]) ** 2).sum(-1))
+        return float(d[~np.eye(len(d), dtype=bool)].min())
+
+    for classes in (ISAID, VOC):
+        pal = viz.display_palette(classes)
+        assert pal.shape == (classes.num_classes, 3) and (pal[0] == 0).all()
+    assert closest(viz.display_palette(ISAID)) > 25 > 12 > closest(ISAID.palette_array)
+    assert closest(viz.display_palette(VOC)) > 15  # 20 colours: the last two are nearer the first
+
+
+def test_focus_class_is_the_labelled_class_with_the_largest_ground_truth_area() -> None:
+    gt = np.zeros((4, 4), np.uint8)
+    gt[0, :3] = 2
+    gt[1:, :] = 5
+    gt[0, 3] = 7  # class 7 in the mask but not in the label: not offered
+    label = np.zeros(15, bool)
+    label[[1, 4]] = True  # classes 2 and 5
+    assert ex.focus_class(label, gt) == 5
+    label[4] = False
+    assert ex.focus_class(label, gt) == 2
+    assert ex.focus_class(np.zeros(15, bool), gt) == 0
+
+
+def test_image_iou_of_a_class_and_the_image_miou_by_hand() -> None:
+    gt = np.array([[0, 0, 1, 1]], np.uint8)
+    pred = np.array([[0, 1, 1, 0]], np.uint8)
+    assert ex.image_iou(gt, pred, 3, 1) == pytest.approx(1 / 3)  # |{2}| / |{1,2,3}|
+    assert ex.image_iou(gt, pred, 3) == pytest.approx(1 / 3)     # background also 1/3; class 2 absent
 
 
 def test_run_paths_in_tables_are_repo_relative_so_committed_csvs_name_no_machine(tmp_path) -> None:

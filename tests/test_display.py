@@ -1,0 +1,97 @@
+"""display: what a notebook shows of a table (percent cells, mean ± std, caption, written reading)."""
+import math
+
+import pandas as pd
+import pytest
+
+from cism_lib import display, experiments
+
+
+def _compare_frame() -> pd.DataFrame:
+    """A compare() frame of three rows: a 2-seed baseline, a 2-seed row and a 1-seed row."""
+    return pd.DataFrame({
+        "row": ["base", "better", "single"],
+        "paper mIoU": [20.0, 25.0, 18.0],
+        "ours mIoU": [30.0, 33.0, 29.0],
+        "ours mIoU std": [0.3, 0.4, math.nan],
+        "n_seeds": [2, 2, 1],
+        "data": ["SynthAerial (synthetic)"] * 3,
+        "protocol": ["train split, threshold selected on val, 2 seeds", "train split, threshold selected on val, "
+                     "2 seeds", "train split, threshold selected on val, 1 seed"],
+    })
+
+
+def test_view_merges_std_into_mean_cells_and_shows_missing_values_as_a_dash() -> None:
+    df = _compare_frame()
+    df.loc[2, "paper mIoU"] = math.nan
+    cells = display.view(df)
+    assert list(cells.columns) == ["row", "paper mIoU", "ours mIoU", "seeds"]
+    assert cells["ours mIoU"].tolist() == ["30.0 ± 0.3", "33.0 ± 0.4", "29.0"]
+    assert cells["paper mIoU"].tolist() == ["20.0", "25.0", display.DASH]
+    assert cells["seeds"].tolist() == ["2", "2", "1"]
+
+
+def test_view_drops_rows_without_any_number_and_keeps_every_class_column() -> None:
+    cols = {c: [math.nan, 12.345] for c in ["BG", "SH", "ST", "BD", "TC", "BC", "GTF", "BR", "LV", "SV", "HC",
+                                            "SP", "RA", "SBF", "PL", "HA", "mIoU"]}
+    df = pd.DataFrame({"model": ["CAM", "CAM"], "source": ["paper", "ours"],
+                       "data": ["iSAID (paper)", "SynthAerial (synthetic)"],
+                       "protocol": ["as published", "train split, 1 seed"], "n_seeds": [math.nan, 1], **cols})
+    cells = display.view(df)
+    assert len(cells) == 1 and cells["source"].item() == "ours"
+    assert "HA" in cells.columns and cells["GTF"].item() == "12.3"
+    assert "data" not in cells.columns  # one dataset among the rows we ran: it goes to the caption
+    assert display.caption_of(df) == "ours: SynthAerial (synthetic) — train split"
+    html = display.table(df).to_html()
+    assert "…" not in html and ">HA<" in html and "ours: SynthAerial" in html
+
+
+def test_view_keeps_the_data_column_when_the_rows_ran_on_different_data() -> None:
+    df = _compare_frame()
+    df.loc[1, "data"] = "iSAID tiles (real)"
+    assert display.view(df)["data"].tolist() == ["SynthAerial (synthetic)", "iSAID tiles (real)",
+                                                 "SynthAerial (synthetic)"]
+
+
+def test_caption_leaves_out_rows_not_run_and_the_per_row_seed_count() -> None:
+    df = _compare_frame()
+    df.loc[2, ["data", "protocol"]] = ["not run", "not run"]
+    assert display.caption_of(df) == "ours: SynthAerial (synthetic) — train split, threshold selected on val"
+
+
+def test_reading_states_each_rows_change_direction_and_whether_it_beats_the_seed_spread() -> None:
+    text = display.reading(_compare_frame())
+    # better: paper +5.0, ours +3.0; noise = hypot(0.3, 0.4) = 0.5, |3.0| > 2 * 0.5
+    assert "**better**: paper +5.0, ours +3.0 (same direction); beyond the seed spread (±0.5)." in text
+    # single: paper -2.0, ours -1.0 with one seed
+    assert "**single**: paper -2.0, ours -1.0 (same direction); one seed on a side" in text
+    df = _compare_frame()
+    df.loc[1, "ours mIoU"] = 30.8  # +0.8 < 2 * 0.5: noise
+    df.loc[1, "paper mIoU"] = 15.0
+    assert "paper -5.0, ours +0.8 (opposite direction); within the seed spread (±0.5)." in display.reading(df)
+
+
+def test_reading_of_a_row_not_run_says_so() -> None:
+    df = _compare_frame()
+    df.loc[2, "ours mIoU"] = math.nan
+    assert "**single**: paper -2.0; ours not run in this profile." in display.reading(df)
+
+
+def test_runs_view_shows_fractions_in_percent_with_short_headers() -> None:
+    runs = pd.DataFrame({"row": ["CAM"], "seed": [0], "run": ["cam-1"], "run_dir": ["runs/cam-1"],
+                         "cam_miou_train": [0.23456], "cam_threshold_train": [0.65], "cam_miou_val": [0.2]})
+    view = display.runs_view(runs)
+    assert list(view.columns) == ["row", "seed", "run", "BG thr, train", "CAM mIoU train", "CAM mIoU val"]
+    assert view.iloc[0].tolist()[3:] == ["0.65", "23.5", "20.0"]
+
+
+@pytest.mark.parametrize("table", ["table4", "table8"])
+def test_styled_compare_frames_of_the_library_render_with_their_protocol_caption(table: str) -> None:
+    runs = pd.DataFrame([{
+                          "row": experiments.table_rows(table)[0].label, "seed": s, "data": "SynthAerial (synthetic)",
+                          "eval_split": "train", "threshold_selected_on": "val", "scales": "1.0", "flip": True,
+                          "crf": False, "cam_miou_train": 0.2 + 0.01 * s, "cam_oa_train": 0.8} for s in (0, 1)])
+    frame = experiments.compare(table, runs)
+    html = experiments.styled(frame).to_html()
+    assert "20.5 ± 0.7" in html  # mean 20.5, sample std of (20, 21) = 0.707
+    assert "train split, threshold selected on val, scales 1.0 + flip, no CRF" in html
