@@ -701,6 +701,44 @@ def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
     return samples
 
 
+def inside_example(cfg: RunConfig, split: str = "val", index_q: int = 0, index_r: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """One query/reference pair through a trained CISM run, every step kept (models.inside.trace).
+
+    The run is trained if needed (the train stage only). `index_r` None: the first other image
+    of the split whose image-level label shares a class with the query's (the pair sampler's
+    rule), or the query itself when none does. Returns the two images, their ground truth (for
+    drawing only), their labels with l_co and l_q\\co, and the steps as numpy arrays of the
+    pair (batch dimension dropped), with the class names, τ and η of the model.
+    """
+    import torch
+
+    from cism_lib.cam import normalize_image
+    from cism_lib.engine import CKPT_NAME, load_classifier
+    from cism_lib.models.inside import pair_labels, trace
+    from cism_lib.pipeline import normalization, open_split, run_all
+
+    if cfg.model.method != "cism":
+        raise ConfigError(f"inside_example needs a CISM run; model.method is {cfg.model.method!r}")
+    rd = run_all(cfg, stages=("train",), progress=progress)
+    ds = open_split(cfg, split, progress=False)
+    labels = np.asarray(ds.labels, dtype=bool)
+    if index_r is None:
+        shared = [j for j in range(len(ds)) if j != index_q and (labels[j] & labels[index_q]).any()]
+        index_r = shared[0] if shared else index_q
+    model = load_classifier(cfg, ds.classes.num_foreground, rd / "train" / CKPT_NAME, torch.device("cpu"))
+    mean, std = normalization(cfg)
+    (image_q, gt_q), (image_r, gt_r) = ds.read(index_q), ds.read(index_r)
+    steps = trace(model.eval(), normalize_image(image_q, mean, std)[None], normalize_image(image_r, mean, std)[None])
+    lab = pair_labels(torch.from_numpy(labels[index_q]), torch.from_numpy(labels[index_r]))
+    return {"ids": (ds.ids[index_q], ds.ids[index_r]), "indices": (index_q, index_r), "images": (image_q, image_r), "gt": (gt_q, gt_r),
+            "labels": {k: v.numpy() for k, v in lab.items()},
+            "steps": {k: v[0].float().numpy() for k, v in steps.items()},
+            "classes": ds.classes, "tau": model.cam_threshold, "eta": model.eta, "data": data_label(cfg),
+            "config": {k: getattr(cfg.model, k) for k in ("sl_scorer", "sl_form", "sl_pool", "pie_pool",
+                                                            "pie_norm", "sim_centre", "gamma_axis")}}
+
+
 def present_classes(cfg: RunConfig, split: str, index: int) -> list[str]:
     """Names of the classes in image `index`'s image-level label (what the explorer offers)."""
     from cism_lib.pipeline import open_split
@@ -744,6 +782,6 @@ __all__ = [
     "experiment_config", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
-    "train_live", "cam_examples", "focus_class", "image_iou", "present_classes", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
+    "train_live", "cam_examples", "focus_class", "image_iou", "present_classes", "inside_example", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
     "prefer_gpu", "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen",
 ]

@@ -375,6 +375,134 @@ def per_class_bars(table1: pd.DataFrame) -> Figure:
     return fig
 
 
+# ----------------------------------------------------------------------------- inside CISM
+def _over(ax: Any, image: np.ndarray, value: np.ndarray, title: str, cmap: str = CAM_CMAP,
+          vmin: float = 0.0, vmax: float = 1.0) -> Any:
+    """A low-resolution map drawn (bilinear) over an image; returns the AxesImage of the map."""
+    h, w = image.shape[:2]
+    ax.imshow(image, extent=(0, w, h, 0))
+    shown = ax.imshow(value, extent=(0, w, h, 0), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.55,
+                      interpolation="bilinear")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return shown
+
+
+def _pair_classes(ex: Mapping[str, Any], limit: int = 4) -> list[int]:
+    """Indices (0..K-1) of the classes in l_q ∪ l_r, common ones first, at most `limit`."""
+    lab = ex["labels"]
+    common = [int(k) for k in np.flatnonzero(lab["l_co"])]
+    rest = [int(k) for k in np.flatnonzero(lab["l_q"] | lab["l_r"]) if k not in common]
+    return (common + rest)[:limit]
+
+
+def _name(ex: Mapping[str, Any], k: int) -> str:
+    """The name of foreground class index k (0-based)."""
+    return ex["classes"].names[k + 1]
+
+
+def inside_cams(ex: Mapping[str, Any]) -> Figure:
+    """Eq. 12-13: the normalised CAMs M_k of query (top) and reference (bottom), classes of the pair."""
+    ks = _pair_classes(ex)
+    fig, axes = _figure(2 + len(ks), 2, 2.3, photo=True)
+    for row, s in enumerate("qr"):
+        image, gt = ex["images"][row], ex["gt"][row]
+        for ax, (title, img) in zip(axes[row, :2], [(f"{'query' if s == 'q' else 'reference'} {ex['ids'][row]}",
+                                                      image), ("ground truth (not used)",
+                                                               mask_overlay(image, gt, ex["classes"]))]):
+            ax.imshow(img)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for j, k in enumerate(ks):
+            present = "in label" if ex["labels"][f"l_{s}"][k] else "not in label"
+            _over(axes[row, 2 + j], image, ex["steps"][f"M_{s}"][k], f"M: {_name(ex, k)} ({present})")
+    cam_colorbar(fig, axes, "M (Eq. 13)")
+    class_legend(fig, {int(v) for g in ex["gt"] for v in np.unique(g)}, ex["classes"])
+    return fig
+
+
+def _pca_rgb(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first three principal components of two [D,h,w] maps (fitted on both) as RGB in [0, 1]."""
+    d = a.shape[0]
+    flat = np.concatenate([a.reshape(d, -1), b.reshape(d, -1)], 1).T
+    flat = flat - flat.mean(0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    comp = flat @ vt[:3].T
+    comp = (comp - comp.min(0)) / np.maximum(comp.max(0) - comp.min(0), 1e-8)
+    n = a.shape[1] * a.shape[2]
+    return comp[:n].reshape(*a.shape[1:], 3), comp[n:].reshape(*b.shape[1:], 3)
+
+
+def inside_prototypes(ex: Mapping[str, Any]) -> Figure:
+    """Eq. 1-5: the prototype maps F_c (3 principal components as colour), their value range, and
+    the confident regions R_k = M_k > τ that masked average pooling averages F_c over."""
+    st, ks = ex["steps"], _pair_classes(ex)
+    rgb = _pca_rgb(st["F_c_q"], st["F_c_r"])
+    fig, axes = _figure(2 + len(ks), 2, 2.3, photo=True)
+    for row, s in enumerate("qr"):
+        image = ex["images"][row]
+        h, w = image.shape[:2]
+        axes[row, 0].imshow(rgb[row], extent=(0, w, h, 0), interpolation="nearest")
+        axes[row, 0].set_title("F_c, 3 principal comps", fontsize=8)
+        f = st[f"F_c_{s}"]
+        axes[row, 1].hist(f.ravel(), bins=40, range=(0, 1), color="grey")
+        axes[row, 1].set_title(f"F_c values: {f.min():.2f}–{f.max():.2f}", fontsize=8)
+        axes[row, 1].tick_params(labelsize=6)
+        for j, k in enumerate(ks):
+            area = 100 * st[f"R_{s}"][k].mean()
+            _over(axes[row, 2 + j], image, st[f"R_{s}"][k] * st[f"gate_{s}"][0],
+                  f"R·Γ: {_name(ex, k)} ({area:.0f}% of pixels)", cmap="Greens")
+        for ax in axes[row, :1]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return fig
+
+
+def inside_matching(ex: Mapping[str, Any]) -> Figure:
+    """Eq. 7: the matching maps A_q (over the query) and A_r (over the reference)."""
+    st = ex["steps"]
+    fig, axes = _figure(2, 1, 3.0, photo=True)
+    for j, s in enumerate("qr"):
+        _over(axes[0, j], ex["images"][j], st[f"A_{s}"], f"A_{s} ({'query' if s == 'q' else 'reference'})")
+    cam_colorbar(fig, axes, "A (Eq. 7), min-max normalised" if ex["config"]["pie_norm"] == "minmax" else "A (Eq. 7)")
+    return fig
+
+
+def inside_similarity(ex: Mapping[str, Any]) -> Figure:
+    """Eq. 14: the similarity S_k = ReLU(cos(P'_k, F_c)) of the query and its product with M_k."""
+    st, ks = ex["steps"], _pair_classes(ex)
+    fig, axes = _figure(len(ks), 2, 2.3, photo=True)
+    image = ex["images"][0]
+    for j, k in enumerate(ks):
+        sim = st["S_q"][k]
+        _over(axes[0, j], image, sim, f"S: {_name(ex, k)} ({sim.min():.2f}–{sim.max():.2f})")
+        _over(axes[1, j], image, st["mask_q"][k], f"M ⊙ S: {_name(ex, k)}")
+    cam_colorbar(fig, axes, "value")
+    return fig
+
+
+def inside_scores(ex: Mapping[str, Any]) -> Figure:
+    """Eq. 17, 21, 23-27: Z̃ of the query against l_q, y_co against l_co, y_q\\co against l_q\\co."""
+    st, lab, names = ex["steps"], ex["labels"], ex["classes"].abbrev[1:] or ex["classes"].names[1:]
+    sl = st["sl_q"]
+    diag = np.diagonal(sl) if sl.ndim == 2 else sl
+    panels = [("Z̃ (Eq. 17), diagonal", diag, lab["l_q"])]
+    if "y_co" in st:
+        panels.append(("y_co (Eq. 23)", st["y_co"], lab["l_co"]))
+    if "y_q_nc" in st:
+        panels.append(("y_q\\co (Eq. 25)", st["y_q_nc"], lab["l_q_nc"]))
+    fig, axes = _figure(len(panels), 1, 4.0, 2.8)
+    x = np.arange(len(diag))
+    for ax, (title, score, target) in zip(axes[0], panels):
+        ax.bar(x, score, color=np.where(target, "tab:green", "tab:grey"))
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(x, names, rotation=90, fontsize=7)
+        ax.set_title(f"{title}: green = label 1", fontsize=9)
+    return fig
+
+
 def explore_panel(result: Mapping[str, Any]) -> Figure:
     """Image, ground truth, the chosen class's CAM and both masks of `experiments.explore`, with IoUs."""
     classes = result["classes"]
@@ -397,4 +525,5 @@ def explore_panel(result: Mapping[str, Any]) -> Figure:
 
 
 __all__ = ["save_figure", "display_palette", "class_legend", "cam_colorbar", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
-           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "per_class_bars", "explore_panel"]
+           "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "per_class_bars", "explore_panel",
+           "inside_cams", "inside_prototypes", "inside_matching", "inside_similarity", "inside_scores"]
