@@ -5,11 +5,12 @@ PY       := $(VENV)/bin/python
 PROFILE  ?= cpu
 STAMP    := $(VENV)/.cism-installed
 
-.PHONY: setup test test-lib test-notebooks test-slow reproduce screen lab bench bench-gpu lint mutate clean help
+.PHONY: setup test test-lib test-notebooks test-browser test-slow reproduce screen lab bench bench-gpu lint mutate clean help
 
 help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
 	@echo "make test       library tests + notebooks (nbval, smoke profile)  [CI runs this]"
+	@echo "make test-browser  JupyterLab in headless Chromium (needs apt-get install chromium; installs playwright)"
 	@echo "make reproduce  run every notebook with papermill (PROFILE=cpu|smoke|paper), regenerating figures/ and results/; HTML report build/<profile>/index.html"
 	@echo "make screen     the CISM readings on the real tiles (CISM_ISAID_ROOT; SCREEN_ARGS=\"--rows CAM CISM --seeds 0\")"
 	@echo "make lab        start JupyterLab"
@@ -35,6 +36,13 @@ test-notebooks: setup
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		CISM_PROFILE=smoke CISM_HEADLESS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/ -o addopts="" ; \
 	else echo "no notebooks yet"; fi
+
+# JupyterLab in headless Chromium (Debian package chromium; Playwright from PyPI, never its own
+# browser download): 00_quickstart runs without an error, 11_explore redraws when a slider moves.
+test-browser: setup
+	@test -x "$${CISM_CHROMIUM:-/usr/bin/chromium}" || { echo "make test-browser needs Chromium: apt-get install -y chromium (or set CISM_CHROMIUM)"; exit 2; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt playwright
+	$(PY) -m pytest -q -m browser tests/test_browser.py
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

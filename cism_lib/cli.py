@@ -102,6 +102,17 @@ def _cmd_runs(args: argparse.Namespace) -> None:
 def _cmd_screen(args: argparse.Namespace) -> None:
     from cism_lib import experiments as ex
 
+    if args.summary:
+        import pandas as pd
+
+        from cism_lib.display import markdown_table
+
+        path = ex.output_dir("results", "isaid512") / "screen_runs.csv"
+        if not path.is_file():
+            raise SystemExit(f"{path}: no screen runs yet (run cism screen first)")
+        runs = pd.read_csv(path)
+        print(markdown_table(ex.screen_summary(runs[runs["row"].isin(args.rows)] if args.rows else runs)))
+        return
     overrides = {"data.max_train": args.tiles, "train.epochs": args.epochs}
     df = ex.run_screen(args.rows, args.seeds, **overrides)
     cols = ["row", "seed", "cam_miou_val", "cam_miou_train", "cam_threshold_val", "run"]
@@ -157,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     sc.add_argument("--tiles", type=int, default=600, help="training tiles (data.max_train)")
     sc.add_argument("--epochs", type=int, default=1)
+    sc.add_argument("--summary", action="store_true",
+                    help="print the per-row summary (mean ± std over seeds) of results/isaid512/screen_runs.csv "
+                    "as Markdown and run nothing")
     sc.set_defaults(func=_cmd_screen)
     r = sub.add_parser("runs", help="table of finished runs")
     r.add_argument("dir", nargs="?", default="runs", type=Path)

@@ -205,6 +205,14 @@ def _seed_note(df: pd.DataFrame) -> str:
             "twice the combined standard deviation of two rows with ≥ 2 seeds each.*")
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """A frame as a GitHub Markdown table (cells as they are; the first column left-aligned)."""
+    cols = [str(c) for c in df.columns]
+    rows = [[str(v) for v in r] for r in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def markdown(text: str) -> Any:
     """`text` as an IPython Markdown object (rendered in a notebook), or the text outside IPython."""
     try:
@@ -264,4 +272,4 @@ def figure_reading(samples: Sequence[Mapping[str, Any]]) -> str:
             + f". Highest here: {best}. {len(samples)} hand-picked images (those with the most classes) are "
             "an illustration; the tables measure the whole split.")
 __all__ = ["view", "table", "caption_of", "runs_view", "metrics_view", "reading", "reading_table1",
-           "figure_reading", "markdown", "DASH"]
+           "figure_reading", "markdown", "markdown_table", "DASH"]

@@ -274,6 +274,33 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     return pd.DataFrame(records)
 
 
+SCREEN_METRICS = {"val mIoU": "cam_miou_val", "train mIoU": "cam_miou_train"}
+SCREEN_GRADS = ("grad_norm_ml", "grad_norm_sl", "grad_cos_sl", "grad_norm_csm", "grad_cos_csm",
+                "grad_norm_nsc", "grad_cos_nsc")
+
+
+def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """The screen's lines (screen_runs.csv) per row: seeds, CAM mIoU (percent, mean ± std over
+    seeds, val scored with the threshold chosen on the training tiles, and the reverse), its
+    distance to the all-background line, and the mean per-loss backbone gradient norms / cosines
+    with L_ml of the last batch (train.grad_probe). Rows keep the order of experiments.SCREEN."""
+    from cism_lib.display import _cell
+
+    order = [r.label for r in SCREEN]
+    lines = []
+    for label, g in sorted(runs.groupby("row", sort=False), key=lambda kv: order.index(kv[0])
+                           if kv[0] in order else len(order)):
+        line: dict[str, Any] = {"row": label, "seeds": ", ".join(str(int(s)) for s in sorted(g["seed"]))}
+        for name, key in SCREEN_METRICS.items():
+            line[name] = _cell(100 * g[key].mean(), 100 * g[key].std(ddof=1) if len(g) > 1 else math.nan)
+        line["val − all-BG"] = f"{100 * (g['cam_miou_val'] - g['all_background_miou_val']).mean():+.1f}"
+        for key in SCREEN_GRADS:
+            if key in g.columns and g[key].notna().any():
+                line[key.replace("grad_", "")] = f"{g[key].mean():.2f}"
+        lines.append(line)
+    return pd.DataFrame(lines).fillna("–")
+
+
 def table_rows(table: str) -> list[Row]:
     """The rows of a table, or a ConfigError listing the tables."""
     if table not in TABLES:
@@ -783,5 +810,5 @@ __all__ = [
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
     "train_live", "cam_examples", "focus_class", "image_iou", "present_classes", "inside_example", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
-    "prefer_gpu", "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen",
+    "prefer_gpu", "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen", "screen_summary",
 ]

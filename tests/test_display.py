@@ -95,3 +95,19 @@ def test_styled_compare_frames_of_the_library_render_with_their_protocol_caption
     html = experiments.styled(frame).to_html()
     assert "20.5 ± 0.7" in html  # mean 20.5, sample std of (20, 21) = 0.707
     assert "train split, threshold selected on val, scales 1.0 + flip, no CRF" in html
+
+
+def test_screen_summary_gives_mean_std_over_seeds_in_screen_order_and_markdown_renders_it() -> None:
+    runs = pd.DataFrame({
+        "row": ["CISM", "CAM", "CAM"], "seed": [0, 1, 0],
+        "cam_miou_val": [0.08, 0.07, 0.05], "cam_miou_train": [0.09, 0.07, 0.07],
+        "all_background_miou_val": [0.057, 0.057, 0.057], "grad_norm_ml": [0.4, 0.3, 0.5],
+        "grad_norm_sl": [2.0, math.nan, math.nan]})
+    summary = experiments.screen_summary(runs)
+    assert summary["row"].tolist() == ["CAM", "CISM"]  # the order of experiments.SCREEN
+    cam = summary.iloc[0]
+    assert (cam["seeds"], cam["val mIoU"], cam["train mIoU"]) == ("0, 1", "6.0 ± 1.4", "7.0 ± 0.0")
+    assert cam["val − all-BG"] == "+0.3" and cam["norm_ml"] == "0.40" and cam["norm_sl"] == "–"
+    assert summary.iloc[1]["val mIoU"] == "8.0" and summary.iloc[1]["norm_sl"] == "2.00"
+    text = display.markdown_table(summary[["row", "val mIoU"]])
+    assert text.splitlines() == ["| row | val mIoU |", "|---|---:|", "| CAM | 6.0 ± 1.4 |", "| CISM | 8.0 |"]
