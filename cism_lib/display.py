@@ -31,7 +31,7 @@ RUN_PLAIN = {"cam_threshold_train": "BG thr, train", "cam_threshold_val": "BG th
 RUN_KEEP = ("row", "seed", "run", "precision", "threads")
 
 
-def _cell(mean: float, std: float = math.nan, digits: int = 1) -> str:
+def cell(mean: float, std: float = math.nan, digits: int = 1) -> str:
     """'23.9 ± 0.1', '23.9' (one seed: no spread), or '–' (no value)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return DASH
@@ -98,7 +98,7 @@ def view(df: pd.DataFrame, digits: int = 1, drop_empty: bool = True) -> pd.DataF
                             for v in df[c]]
         elif c in numeric:
             std = df[f"{c} std"] if f"{c} std" in df.columns else [math.nan] * len(df)
-            out[c] = [_cell(_number(m), _number(s), digits) for m, s in zip(df[c], std)]
+            out[c] = [cell(_number(m), _number(s), digits) for m, s in zip(df[c], std)]
         else:
             out[c] = df[c].astype(str)
     if "data" in df.columns and _ran(df)["data"].nunique() > 1:
@@ -142,7 +142,7 @@ def runs_view(runs: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
             out[name] = runs[key].map(lambda v: DASH if math.isnan(_number(v)) else f"{_number(v):.2f}")
     for key, name in RUN_METRICS.items():
         if key in runs.columns:
-            out[name] = [_cell(100 * _number(v), digits=digits) for v in runs[key]]
+            out[name] = [cell(100 * _number(v), digits=digits) for v in runs[key]]
     return out.reset_index(drop=True)
 
 
@@ -166,7 +166,7 @@ def reading(df: pd.DataFrame, metric: str = "mIoU", baseline: int = 0) -> str:
         return f"*No reading: the table has no `{ours_col}` column or a single row.*"
     base = df.iloc[baseline]
     lines = [f"Changes of {metric} (points) against **{base['row']}** "
-             f"(paper {_cell(_number(base.get(paper_col)))}, ours {_cell(_number(base[ours_col]))}):", ""]
+             f"(paper {cell(_number(base.get(paper_col)))}, ours {cell(_number(base[ours_col]))}):", ""]
     for i, line in df.iterrows():
         if i == baseline:
             continue
@@ -238,7 +238,7 @@ def reading_table1(df: pd.DataFrame) -> str:
     if not ran:
         return "*No model ran in this profile.*"
     lines = ["mIoU of the CAMs (ours; the paper's in brackets): " + ", ".join(
-        f"**{m}** {_number(ours.loc[m, 'mIoU']):.1f} ({_cell(_number(paper['mIoU'].get(m, math.nan)))})"
+        f"**{m}** {_number(ours.loc[m, 'mIoU']):.1f} ({cell(_number(paper['mIoU'].get(m, math.nan)))})"
         for m in ran) + "."]
     order = sorted(ran, key=lambda m: _number(ours.loc[m, "mIoU"]))
     lines.append(f"Ours ranks them {' < '.join(order)}; the paper's ordering is CAM < CIAN < CISM.")
@@ -271,5 +271,5 @@ def figure_reading(samples: Sequence[Mapping[str, Any]]) -> str:
             + ", ".join(f"**{n}** {m:.1f}" for n, m in means.items())
             + f". Highest here: {best}. {len(samples)} hand-picked images (those with the most classes) are "
             "an illustration; the tables measure the whole split.")
-__all__ = ["view", "table", "caption_of", "runs_view", "metrics_view", "reading", "reading_table1",
+__all__ = ["cell", "view", "table", "caption_of", "runs_view", "metrics_view", "reading", "reading_table1",
            "figure_reading", "markdown", "markdown_table", "DASH"]

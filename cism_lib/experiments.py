@@ -284,7 +284,7 @@ def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
     seeds, val scored with the threshold chosen on the training tiles, and the reverse), its
     distance to the all-background line, and the mean per-loss backbone gradient norms / cosines
     with L_ml of the last batch (train.grad_probe). Rows keep the order of experiments.SCREEN."""
-    from cism_lib.display import _cell
+    from cism_lib.display import cell
 
     order = [r.label for r in SCREEN]
     lines = []
@@ -292,7 +292,7 @@ def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
                            if kv[0] in order else len(order)):
         line: dict[str, Any] = {"row": label, "seeds": ", ".join(str(int(s)) for s in sorted(g["seed"]))}
         for name, key in SCREEN_METRICS.items():
-            line[name] = _cell(100 * g[key].mean(), 100 * g[key].std(ddof=1) if len(g) > 1 else math.nan)
+            line[name] = cell(100 * g[key].mean(), 100 * g[key].std(ddof=1) if len(g) > 1 else math.nan)
         line["val − all-BG"] = f"{100 * (g['cam_miou_val'] - g['all_background_miou_val']).mean():+.1f}"
         for key in SCREEN_GRADS:
             if key in g.columns and g[key].notna().any():
@@ -669,13 +669,18 @@ def focus_class(label: np.ndarray, gt: np.ndarray) -> int:
     return present[int(np.argmax(area))]
 
 
-def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int, class_id: int | None = None) -> float:
-    """IoU of one class (or the mIoU over the classes present in gt or pred) on one image."""
+def image_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """ConfusionMatrix metrics (miou, per-class iou, …) of one image's prediction."""
     from cism_lib.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(num_classes)
     cm.update(gt, pred)
-    m = cm.compute()
+    return cm.compute()
+
+
+def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int, class_id: int | None = None) -> float:
+    """IoU of one class (or the mIoU over the classes present in gt or pred) on one image."""
+    m = image_metrics(gt, pred, num_classes)
     return float(m["iou"][class_id] if class_id is not None else m["miou"])
 
 
@@ -758,7 +763,8 @@ def inside_example(cfg: RunConfig, split: str = "val", index_q: int = 0, index_r
     (image_q, gt_q), (image_r, gt_r) = ds.read(index_q), ds.read(index_r)
     steps = trace(model.eval(), normalize_image(image_q, mean, std)[None], normalize_image(image_r, mean, std)[None])
     lab = pair_labels(torch.from_numpy(labels[index_q]), torch.from_numpy(labels[index_r]))
-    return {"ids": (ds.ids[index_q], ds.ids[index_r]), "indices": (index_q, index_r), "images": (image_q, image_r), "gt": (gt_q, gt_r),
+    return {"ids": (ds.ids[index_q], ds.ids[index_r]), "indices": (index_q, index_r),
+            "images": (image_q, image_r), "gt": (gt_q, gt_r),
             "labels": {k: v.numpy() for k, v in lab.items()},
             "steps": {k: v[0].float().numpy() for k, v in steps.items()},
             "classes": ds.classes, "tau": model.cam_threshold, "eta": model.eta, "data": data_label(cfg),
@@ -782,7 +788,6 @@ def explore(cfg: RunConfig, split: str, index: int, class_id: int | None, bg_thr
     """
     from cism_lib.cam import cam_to_labels, load_cam
     from cism_lib.crf import pseudo_mask
-    from cism_lib.metrics import ConfusionMatrix
     from cism_lib.pipeline import open_split, run_dir
 
     ds = open_split(cfg, split, progress=False)
@@ -794,9 +799,7 @@ def explore(cfg: RunConfig, split: str, index: int, class_id: int | None, bg_thr
              "CAM + CRF": pseudo_mask(image.copy(), cam, label, crf, bg_threshold=bg_threshold)}
     ious = {}
     for name, mask in masks.items():
-        cm = ConfusionMatrix(ds.classes.num_classes)
-        cm.update(gt, mask)
-        m = cm.compute()
+        m = image_metrics(gt, mask, ds.classes.num_classes)
         ious[name] = {"mIoU": m["miou"], "class IoU": m["iou"][class_id]}
     return {"id": ds.ids[index], "image": image, "gt": gt, "cam": cam[class_id - 1],
             "class_id": class_id, "class_name": ds.classes.names[class_id],
@@ -809,6 +812,7 @@ __all__ = [
     "experiment_config", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
-    "train_live", "cam_examples", "focus_class", "image_iou", "present_classes", "inside_example", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame",
-    "prefer_gpu", "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen", "screen_summary",
+    "train_live", "cam_examples", "focus_class", "image_metrics", "image_iou", "present_classes",
+    "inside_example", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame", "prefer_gpu",
+    "isaid_root", "SCREEN", "SCREEN_BUDGET", "screen_config", "run_screen", "screen_summary",
 ]

@@ -524,6 +524,7 @@ def explore_panel(result: Mapping[str, Any]) -> Figure:
     return fig
 
 
-__all__ = ["save_figure", "display_palette", "class_legend", "cam_colorbar", "mask_overlay", "cam_heatmap", "cam_panel", "figure5", "class_counts_figure",
+__all__ = ["save_figure", "display_palette", "class_legend", "cam_colorbar", "mask_overlay", "cam_heatmap",
+           "cam_panel", "figure5", "class_counts_figure",
            "figure6_mosaics", "training_curves", "LiveCurves", "comparison_bars", "per_class_bars", "explore_panel",
            "inside_cams", "inside_prototypes", "inside_matching", "inside_similarity", "inside_scores"]

@@ -53,7 +53,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
                              "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
                              f"--ServerApp.root_dir={folder}", "--allow-root",
                              f"--LabApp.workspaces_dir={folder / 'workspaces'}",
-                             "--LabApp.news_url=", "--LabApp.expose_app_in_browser=True", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                             "--LabApp.news_url=", "--LabApp.expose_app_in_browser=True",
+                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

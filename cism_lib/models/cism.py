@@ -67,8 +67,13 @@ class CISMNet(nn.Module):
         f_q, f_r = self.affinity.forward_pair(raw_q, raw_r)
         return f_q, f_r, raw_q, raw_r
 
-    def forward(self, image_q: torch.Tensor, image_r: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The output dict of docs/design.md; a lone image is paired with itself (not for cam)."""
+    def forward(self, image_q: torch.Tensor, image_r: torch.Tensor | None = None,
+                keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The output dict of docs/design.md; a lone image is paired with itself (not for cam).
+
+        `keep`: a dict that receives the CISM heads' intermediates (F_c, X, A, R, Γ, P, P', S,
+        M ⊙ S, γ per image; models.inside.trace); None in training and inference.
+        """
         if image_r is None and self.cfg.method == "cam":
             cam_q = self.classifier(self.backbone(image_q))
             return {"logits_q": cam_q.mean((2, 3)), "cam_q": cam_q}
@@ -88,23 +93,31 @@ class CISMNet(nn.Module):
             kind = f_q.device.type
             off = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
             with off:  # (autocast knows no "meta" device: the FLOP counter runs the model there)
-                out.update(self._cism_heads(*(_full(t) for t in (f_q, f_r, cam_q, cam_r))))
+                out.update(self._cism_heads(*(_full(t) for t in (f_q, f_r, cam_q, cam_r)), keep=keep))
         if self.aux_log_var is not None:
             out["aux_log_var"] = self.aux_log_var
         return out
 
     def _cism_heads(self, f_q: torch.Tensor, f_r: torch.Tensor, cam_q: torch.Tensor,
-                    cam_r: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PV, PIE, SLSC, CSM and NSC outputs, each only when a switch needs it."""
+                    cam_r: torch.Tensor, keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """PV, PIE, SLSC, CSM and NSC outputs, each only when a switch needs it (`keep`: see forward)."""
         out: dict[str, torch.Tensor] = {}
         e_q, e_r = (self.prototype(f_q), self.prototype(f_r)) if self.prototype else (f_q, f_r)
         x_q = x_r = a_q = a_r = None
         if self.interaction is not None or self.psi is not None:
             x_q, x_r = self.interaction(e_q, e_r) if self.interaction else (e_q, e_r)
             a_q, a_r = matching_maps(x_q, x_r, self.cfg.pie_norm, self.cfg.sim_centre)
+        if keep is not None:
+            if self.prototype is not None:
+                keep.update(F_c_q=e_q, F_c_r=e_r)
+            if a_q is not None:
+                keep.update(X_q=x_q, X_r=x_r, A_q=a_q, A_r=a_r)
         if self.use_slsc:
-            out["sl_q"] = self._slsc(f_q, cam_q, e_q, (cam_r, x_r, a_r))
-            out["sl_r"] = self._slsc(f_r, cam_r, e_r, (cam_q, x_q, a_q))
+            keep_q, keep_r = ({}, {}) if keep is not None else (None, None)
+            out["sl_q"] = self._slsc(f_q, cam_q, e_q, (cam_r, x_r, a_r), keep_q)
+            out["sl_r"] = self._slsc(f_r, cam_r, e_r, (cam_q, x_q, a_q), keep_r)
+            if keep is not None:
+                keep.update({f"{k}_q": v for k, v in keep_q.items()} | {f"{k}_r": v for k, v in keep_r.items()})
         if self.use_csm:  # Eq. (23)
             out["y_co"] = (self.psi(a_q[:, None] * x_q).mean((2, 3))
                            + self.psi(a_r[:, None] * x_r).mean((2, 3)))
@@ -114,12 +127,15 @@ class CISMNet(nn.Module):
         return out
 
     def _slsc(self, f: torch.Tensor, cam: torch.Tensor, e: torch.Tensor,
-              other: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+              other: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+              keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Z̃ of one image (Eq. 14-17) with prototypes (Eq. 3-4) enhanced by the other image (Eq. 8-9).
 
         With sl_detach the mask M and γ are computed from a detached CAM, so L_sl trains the
-        scorer and the features but does not push the CAM through its own weighting.
+        scorer and the features but does not push the CAM through its own weighting. `keep`
+        receives R, gate, P, P_enh, S, mask and gamma (the keys of models.inside.STEPS).
         """
+        keep = {} if keep is None else keep
         scores = cam if self.sl_classifier is None else self.sl_classifier(f)
         if self.cfg.sl_detach:
             cam = cam.detach()
@@ -127,14 +143,19 @@ class CISMNet(nn.Module):
         mask = m
         if self.prototype is not None:
             region = high_confidence_regions(m, self.cam_threshold)
-            protos = masked_average_pooling(e, region * gate_map(e, self.eta, self.training))
+            gate = gate_map(e, self.eta, self.training)
+            protos = masked_average_pooling(e, region * gate)
+            keep.update(R=region, gate=gate, P=protos)
             cam_o, x_o, a_o = other
             if self.interaction is not None:
                 region_o = (high_confidence_regions(normalise_cam(cam_o), self.cam_threshold)
                             if self.cfg.pie_pool == "class" else None)
                 protos = enhance_prototypes(protos, x_o, a_o, region_o)
-            mask = m * prototype_similarity(protos, e, self.cfg.sim_centre)
+                keep["P_enh"] = protos
+            keep["S"] = prototype_similarity(protos, e, self.cfg.sim_centre)
+            mask = m * keep["S"]
         gamma = pixel_confidence(cam, self.cfg.gamma_axis)
+        keep.update(mask=mask, gamma=gamma)
         return secondary_scores(scores, mask, gamma, self.cfg.sl_form, self.cfg.sl_pool)
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,13 @@
 """One forward pass of CISMNet that keeps every intermediate of section 3 (for teaching figures).
 
-`trace(model, image_q, image_r)` runs the same layers and primitives as `CISMNet.forward`, in the
-same order, and returns a dict of every step with the paper's names: the CAMs and their
+`trace(model, image_q, image_r)` runs `CISMNet.forward` with a `keep` dict that the CISM heads
+fill, and returns a dict of every step with the paper's names: the CAMs and their
 normalisation M (Eq. 10-13), the prototype maps F_c (Eq. 1-2), the confident regions R and the
 gate Γ (Eq. 5), the prototypes P (Eq. 3-4), the PIE transform X (Eq. 6), the matching maps A
 (Eq. 7), the enhanced prototypes P' (Eq. 8-9), the prototype similarity of Eq. 14, γ (Eq. 16), the
 SLSC scores Z̃ (Eq. 17) and the common / non-common predictions y_co, y_q\\co, y_r\\co (Eq. 23,
-25-26). Its outputs that `forward` also returns are equal to them (tested); it works without
-gradients and in the model's current mode (eval: Γ is all ones).
+25-26), beside the forward pass's own outputs; it works without gradients and in the model's
+current mode (eval: Γ is all ones).
 """
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from typing import Any
 import torch
 
 from cism_lib.models.cism import CISMNet
-from cism_lib.models.pie import enhance_prototypes, matching_maps
-from cism_lib.models.prototypes import gate_map, high_confidence_regions, masked_average_pooling
-from cism_lib.models.slsc import normalise_cam, pixel_confidence, prototype_similarity, secondary_scores
+from cism_lib.models.slsc import normalise_cam
 
 # The steps `trace` returns, in the order of section 3, with the equation each comes from.
 STEPS: dict[str, str] = {
@@ -45,68 +43,18 @@ STEPS: dict[str, str] = {
 def trace(model: CISMNet, image_q: torch.Tensor, image_r: torch.Tensor) -> dict[str, Any]:
     """Every intermediate of one forward pass of a pair (see STEPS); keys end in _q or _r per image.
 
+    The forward pass is the model's own (`CISMNet.forward` with `keep`), so its outputs and the
+    intermediates come from the same computation; M is added from the raw CAMs (Eq. 12-13).
     Raises ValueError for a model that is not a CISM model (CAM and CIAN have no such steps).
     """
     if model.cfg.method != "cism":
         raise ValueError(f"trace needs a CISM model; this one is {model.cfg.method!r} (no PV, PIE or SLSC)")
-    cfg = model.cfg
-    f_q, f_r, _, _ = model.features(image_q, image_r)
-    f_q, f_r = f_q.float(), f_r.float()
-    out: dict[str, Any] = {}
-    cams = {"q": model.classifier(f_q), "r": model.classifier(f_r)}
-    feats = {"q": f_q, "r": f_r}
+    keep: dict[str, torch.Tensor] = {}
+    out = dict(model(image_q, image_r, keep=keep))
+    out.update(keep)
     for s in "qr":
-        out[f"cam_{s}"] = cams[s]
-        out[f"logits_{s}"] = cams[s].mean((2, 3))
-        out[f"M_{s}"] = normalise_cam(cams[s])
-    e = {s: model.prototype(feats[s]) if model.prototype else feats[s] for s in "qr"}
-    x = {"q": None, "r": None}
-    a = {"q": None, "r": None}
-    if model.prototype is not None:
-        out["F_c_q"], out["F_c_r"] = e["q"], e["r"]
-    if model.interaction is not None or model.psi is not None:
-        x["q"], x["r"] = model.interaction(e["q"], e["r"]) if model.interaction else (e["q"], e["r"])
-        a["q"], a["r"] = matching_maps(x["q"], x["r"], cfg.pie_norm, cfg.sim_centre)
-        for s in "qr":
-            out[f"X_{s}"], out[f"A_{s}"] = x[s], a[s]
-    if model.use_slsc:
-        for s, o in (("q", "r"), ("r", "q")):
-            out.update(_slsc_steps(model, s, feats[s], cams[s], e[s], cams[o], x[o], a[o]))
-    if model.use_csm:
-        out["y_co"] = (model.psi(a["q"][:, None] * x["q"]).mean((2, 3))
-                       + model.psi(a["r"][:, None] * x["r"]).mean((2, 3)))
-    if model.use_nsc:
-        out["y_q_nc"] = model.psi((1 - a["q"][:, None]) * x["q"]).mean((2, 3))
-        out["y_r_nc"] = model.psi((1 - a["r"][:, None]) * x["r"]).mean((2, 3))
+        out[f"M_{s}"] = normalise_cam(out[f"cam_{s}"].float())
     return out
-
-
-def _slsc_steps(model: CISMNet, s: str, f: torch.Tensor, cam: torch.Tensor, e: torch.Tensor,
-                cam_o: torch.Tensor, x_o: torch.Tensor | None, a_o: torch.Tensor | None) -> dict[str, Any]:
-    """The SLSC steps of image `s` (as CISMNet._slsc computes them), keyed with the suffix _s."""
-    cfg = model.cfg
-    steps: dict[str, Any] = {}
-    scores = cam if model.sl_classifier is None else model.sl_classifier(f)
-    m = normalise_cam(cam)
-    mask = m
-    if model.prototype is not None:
-        region = high_confidence_regions(m, model.cam_threshold)
-        gate = gate_map(e, model.eta, model.training)
-        protos = masked_average_pooling(e, region * gate)
-        steps.update({f"R_{s}": region, f"gate_{s}": gate, f"P_{s}": protos})
-        if model.interaction is not None:
-            region_o = (high_confidence_regions(normalise_cam(cam_o), model.cam_threshold)
-                        if cfg.pie_pool == "class" else None)
-            protos = enhance_prototypes(protos, x_o, a_o, region_o)
-            steps[f"P_enh_{s}"] = protos
-        sim = prototype_similarity(protos, e, cfg.sim_centre)
-        steps[f"S_{s}"] = sim
-        mask = m * sim
-    steps[f"mask_{s}"] = mask
-    gamma = pixel_confidence(cam, cfg.gamma_axis)
-    steps[f"gamma_{s}"] = gamma
-    steps[f"sl_{s}"] = secondary_scores(scores, mask, gamma, cfg.sl_form, cfg.sl_pool)
-    return steps
 
 
 def pair_labels(label_q: torch.Tensor, label_r: torch.Tensor) -> dict[str, torch.Tensor]:
