@@ -85,10 +85,12 @@ real_root = experiments.isaid_root()
 real_root
 
 # %%
+real_table = None
 if real_root is not None:
     real = experiments.run_rows('table1', PROFILE, seeds=[0], stages=pipeline.STAGES,
                                 base=experiments.experiment_config(PROFILE, real=True))
     real = experiments.per_class_iou(real, 'cam_train')
     experiments.write_table(experiments.compare('table1', real), 'table1_per_class_isaid', PROFILE)
     experiments.write_table(experiments.compare('table2', real), 'table2_supervision_isaid', PROFILE)
-    display(experiments.styled(experiments.compare('table1', real)))
+    real_table = display.table(experiments.compare('table1', real))
+real_table

@@ -60,3 +60,23 @@ def test_notebook_and_its_twin_are_in_sync(path: Path) -> None:
     if ipynb != text:
         cell = next((i for i, (a, b) in enumerate(zip(ipynb, text)) if a != b), min(len(ipynb), len(text)))
         pytest.fail(f"{twin.name} and {path.name} differ from cell {cell} on: run {fix}", pytrace=False)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_never_calls_the_display_module(path: Path) -> None:
+    """A notebook that imports ``cism_lib.display`` shadows IPython's ``display()``; calling it
+    raises "'module' object is not callable" only in cells that CI reaches (the real-tile cells)."""
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    imports_module = any(
+        isinstance(node, ast.ImportFrom) and node.module == "cism_lib"
+        and any(alias.name == "display" and alias.asname is None for alias in node.names)
+        for node in ast.walk(tree))
+    calls = [node.lineno for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "display"]
+    assert not (imports_module and calls), (
+        f"{path.name}: calls display(...) on lines {calls} of its code, but `display` is the cism_lib.display "
+        "module there; end the cell with the object (or use display.table / display.markdown)")
