@@ -12,6 +12,7 @@ from typing import Any
 from cism_lib.errors import ConfigError
 
 LOSSES = ("ml", "sl", "csm", "nsc")
+CLASS_WEIGHTS = ("none", "inverse_sqrt", "median_frequency")  # seg.class_weights
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,10 @@ class CrfConfig:
     workers: int = 0                    # 0 = all CPU cores
     unary: str = "prob"                 # prob: -log of the CAM's distribution | label: IRN's, from its argmax
     gt_prob: float = 0.7                # unary "label": the probability given to the argmax class
+    # IRN's confident / uncertain split, as multipliers (low, high) of the chosen background
+    # threshold: foreground where the mask made at high × threshold says so, background where the
+    # mask made at low × threshold says so, the rest ignored (255) by DeepLab. (1, 1): one mask.
+    band: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,10 @@ class SegConfig:
     crop_size: int = 256
     optimizer: str = "sgd"              # sgd (momentum 0.9, wd 5e-4; DeepLab) | adam
     head_lr_mult: float = 10.0          # the head's LR ÷ the backbone's
+    # Cross-entropy class weights from the pseudo-masks' pixel frequencies f_c: none |
+    # inverse_sqrt (w_c ∝ f_c^-1/2) | median_frequency (SegNet's median(f) / f_c); normalised so
+    # that the mean weight over the training pixels is 1.
+    class_weights: str = "none"
 
 
 @dataclass(frozen=True)
@@ -250,10 +259,14 @@ def validate(cfg: Any, where: str = "config") -> None:
                                (cfg.batch_size >= 1, "batch_size must be >= 1")]
     if isinstance(cfg, CrfConfig):
         checks[CrfConfig] = [(cfg.unary in ("prob", "label"), "unary must be prob or label"),
-                             (0.0 < cfg.gt_prob < 1.0, "gt_prob must be in (0, 1)")]
+                             (0.0 < cfg.gt_prob < 1.0, "gt_prob must be in (0, 1)"),
+                             (len(cfg.band) == 2 and 0.0 < cfg.band[0] <= 1.0 <= cfg.band[1],
+                              "band must be [low, high] with 0 < low <= 1 <= high")]
     if isinstance(cfg, SegConfig):
         checks[SegConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be sgd or adam"),
-                             (cfg.head in ("largefov", "deeplabv3"), "head must be largefov or deeplabv3")]
+                             (cfg.head in ("largefov", "deeplabv3"), "head must be largefov or deeplabv3"),
+                             (cfg.class_weights in CLASS_WEIGHTS,
+                              f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}")]
     if isinstance(cfg, RunConfig):
         checks[RunConfig] = [(cfg.threads is None or cfg.threads >= 1, "threads must be >= 1 or null")]
     for ok, msg in checks.get(type(cfg), []):

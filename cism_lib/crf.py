@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cism_lib.cam import load_cam
-from cism_lib.classes import ClassSet
+from cism_lib.classes import IGNORE_INDEX, ClassSet
 from cism_lib.config import CrfConfig
 from cism_lib.errors import DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
@@ -89,7 +89,25 @@ def label_probs(labels: np.ndarray, n: int, gt_prob: float) -> np.ndarray:
 
 def pseudo_mask(image: np.ndarray, cam: np.ndarray, label: np.ndarray, cfg: CrfConfig,
                 bg_threshold: float | None = None, bg_power: float | None = None) -> np.ndarray:
-    """Pseudo-mask uint8 [H,W] of class ids: argmax of the (CRF-refined when cfg.enabled) probs."""
+    """Pseudo-mask uint8 [H,W] of class ids: argmax of the (CRF-refined when cfg.enabled) probs.
+
+    With cfg.band = (low, high) other than (1, 1) and a bg_threshold t, IRN's confident labels:
+    the mask made at high·t gives the foreground it finds, the mask made at low·t the background
+    it still finds, and every other pixel is IGNORE_INDEX (255).
+    """
+    low, high = cfg.band
+    if bg_threshold is not None and (low, high) != (1.0, 1.0):
+        confident_fg = _one_mask(image, cam, label, cfg, high * bg_threshold, None)
+        loose_fg = _one_mask(image, cam, label, cfg, low * bg_threshold, None)
+        out = np.where(confident_fg > 0, confident_fg, np.uint8(IGNORE_INDEX))
+        out[(confident_fg == 0) & (loose_fg == 0)] = 0
+        return out.astype(np.uint8)
+    return _one_mask(image, cam, label, cfg, bg_threshold, bg_power)
+
+
+def _one_mask(image: np.ndarray, cam: np.ndarray, label: np.ndarray, cfg: CrfConfig,
+              bg_threshold: float | None, bg_power: float | None) -> np.ndarray:
+    """One CRF (or plain argmax) pseudo-mask at one background score."""
     probs = cam_to_probs(cam, label, bg_threshold, bg_power)
     if cfg.enabled:
         if cfg.unary == "label":
@@ -193,12 +211,22 @@ def make_pseudo_masks(cam_dir: str | Path, dataset: Any, out_dir: str | Path, cf
 
 
 def score_pseudo_masks(out_dir: str | Path, dataset: Any) -> dict[str, Any]:
-    """mIoU/OA of the pseudo-masks in out_dir against the dataset's ground-truth masks."""
+    """mIoU/OA of the pseudo-masks in out_dir against the dataset's ground-truth masks.
+
+    Pixels a pseudo-mask leaves uncertain (IGNORE_INDEX, crf.band) are not scored; `coverage` is
+    the fraction of the scored ground-truth pixels that the pseudo-masks label.
+    """
     cm = ConfusionMatrix(dataset.classes.num_classes)
+    labelled = scored = 0
     for i, sid in enumerate(dataset.ids):
         path = Path(out_dir) / f"{sid}.png"
         pred, (_, gt) = read_index_png(path), dataset.read(i)
         if pred.shape != gt.shape:
             raise DataError(f"{path}: pseudo-mask size {pred.shape} != ground-truth size {gt.shape}")
-        cm.update(gt, pred)
-    return with_class_names(cm.compute(), dataset.classes.names)
+        valid = gt != IGNORE_INDEX
+        uncertain = pred == IGNORE_INDEX
+        scored += int(valid.sum())
+        labelled += int((valid & ~uncertain).sum())
+        cm.update(np.where(uncertain, IGNORE_INDEX, gt), np.where(uncertain, 0, pred))
+    return {**with_class_names(cm.compute(), dataset.classes.names),
+            "coverage": labelled / scored if scored else float("nan")}

@@ -254,7 +254,9 @@ def pseudo_masks_scored(cfg: RunConfig, cam_dir: Path, ds: Any, out: Path, thres
     make_pseudo_masks(cam_dir, ds, out, cfg.crf, bg_threshold=threshold, progress=progress)
     m = score_pseudo_masks(out, ds)
     m["protocol"] = {"split": split, "threshold": threshold, "threshold_selected_on": selected_on,
-                     "crf": cfg.crf.enabled, "scales": list(cfg.cam.scales), "flip": cfg.cam.flip}
+                     "crf": cfg.crf.enabled, "unary": cfg.crf.unary, "band": list(cfg.crf.band),
+                     "scored": "the pixels the masks label (coverage)",
+                     "scales": list(cfg.cam.scales), "flip": cfg.cam.flip}
     return m
 
 

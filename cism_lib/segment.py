@@ -114,6 +114,35 @@ class PseudoMaskDataset(torch.utils.data.Dataset):
         return {"image": x, "mask": torch.as_tensor(y).long(), "id": self.ids[i]}
 
 
+def class_weights(dataset: "PseudoMaskDataset", mode: str) -> torch.Tensor | None:
+    """Cross-entropy weights [C] from the pseudo-masks' pixel frequencies f_c (255 not counted).
+
+    inverse_sqrt: w_c ∝ f_c^(-1/2); median_frequency: w_c = median(f) / f_c over the classes the
+    masks contain (SegNet). Classes absent from every mask get weight 0 (they are never a target).
+    The weights are scaled so that Σ_c f_c w_c = 1: the mean weight of a training pixel is 1.
+    None for mode "none".
+    """
+    if mode == "none":
+        return None
+    n = dataset.classes.num_classes
+    counts = np.zeros(n, dtype=np.float64)
+    for sid in dataset.ids:
+        mask = read_index_png(dataset.mask_dir / f"{sid}.png")
+        counts += np.bincount(mask[mask < n].reshape(-1), minlength=n)[:n]
+    if counts.sum() == 0:
+        raise DataError(f"{dataset.mask_dir}: the pseudo-masks label no pixel (all ignored)")
+    f = counts / counts.sum()
+    present = f > 0
+    w = np.zeros(n)
+    if mode == "inverse_sqrt":
+        w[present] = f[present] ** -0.5
+    elif mode == "median_frequency":
+        w[present] = np.median(f[present]) / f[present]
+    else:
+        raise ConfigError(f"seg.class_weights must be none, inverse_sqrt or median_frequency, got {mode!r}")
+    return torch.as_tensor(w / (f * w).sum(), dtype=torch.float32)
+
+
 def _optimizer(model: Segmenter, cfg: SegConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     """The head at `head_lr_mult` × the backbone LR, poly decay (power 0.9) over all steps.
 
@@ -160,7 +189,8 @@ def _save(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any, hi
 
 
 def _train_one_epoch(model: nn.Module, loader: Any, opt: Any, sched: Any,
-                     device: torch.device, bar: Any, precision: Precision) -> dict[str, float]:
+                     device: torch.device, bar: Any, precision: Precision,
+                     weight: torch.Tensor | None = None) -> dict[str, float]:
     """One pass over the loader; returns the mean loss and the step count (loss in fp32)."""
     model.train()
     total, steps = 0.0, 0
@@ -168,7 +198,7 @@ def _train_one_epoch(model: nn.Module, loader: Any, opt: Any, sched: Any,
         x, y = precision.images(batch["image"].to(device)), batch["mask"].to(device)
         with precision.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -189,7 +219,8 @@ def _epoch_loader(train_ds: Any, cfg: SegConfig, seed: int, epoch: int) -> torch
 def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: torch.device | str,
                     out_dir: str | Path, progress: bool = True, seed: int = 0,
                     amp: bool = True) -> list[dict]:
-    """Train on pseudo-masks (CE, ignore 255); a checkpoint and a JSON-lines record per epoch.
+    """Train on pseudo-masks (CE, ignore 255, cfg.class_weights); a checkpoint and a JSON-lines
+    record per epoch (and class_weights.json when weighted).
 
     Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
     The network runs under `runtime.precision_for(device, amp)`, the loss in fp32.
@@ -203,13 +234,18 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
     loader = _epoch_loader(train_ds, cfg, seed, 0)
     opt, sched = _optimizer(model, cfg, cfg.epochs * len(loader))
     history = _resume(out / CHECKPOINT, cfg, model, opt, sched)
+    weight = class_weights(train_ds, cfg.class_weights) if cfg.class_weights != "none" else None
+    if weight is not None:
+        write_text_atomic(out / "class_weights.json", json.dumps(
+            dict(zip(train_ds.classes.names, [round(float(v), 6) for v in weight], strict=True))) + "\n")
+        weight = weight.to(device)
     for epoch in range(len(history), cfg.epochs):
         # Order and augmentation depend only on (seed, epoch): a resumed run repeats them exactly.
         torch.manual_seed(seed * 7919 + epoch)
         loader = _epoch_loader(train_ds, cfg, seed, epoch)
         start = time.time()
         with progress_bar(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
-            stats = _train_one_epoch(model, loader, opt, sched, device, bar, precision)
+            stats = _train_one_epoch(model, loader, opt, sched, device, bar, precision, weight)
         record = {"epoch": epoch + 1, **stats, **precision.record(), "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
         history.append(record)
         _save(out / CHECKPOINT, cfg, model, opt, sched, history)

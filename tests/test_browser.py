@@ -127,9 +127,10 @@ def _saved(page: object, path: Path) -> nbformat.NotebookNode:
     """Save the notebook from the browser (Ctrl+S) and read the file the server wrote."""
     before = path.stat().st_mtime
     page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while path.stat().st_mtime == before and time.time() < deadline:
         time.sleep(0.5)
+    time.sleep(1)  # the server writes the file atomically; give a slow disk a moment
     return nbformat.read(path, as_version=4)
 
 
@@ -141,11 +142,18 @@ def _errors(nb: nbformat.NotebookNode) -> list[str]:
 def test_quickstart_runs_every_cell_without_an_error_in_jupyterlab(browser: object, lab: tuple[str, Path]) -> None:
     base, folder = lab
     page = _open_and_run_all(browser, base, "00_quickstart.ipynb")
-    _wait_until_done(base)
-    nb = _saved(page, folder / "00_quickstart.ipynb")
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    # On a loaded machine the kernel can sit idle for seconds between queued cells, and a save
+    # can land late: wait and save again until every code cell has run (or the deadline passes).
+    deadline = time.time() + 600
+    while True:
+        _wait_until_done(base)
+        nb = _saved(page, folder / "00_quickstart.ipynb")
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        not_run = [i for i, c in enumerate(code) if not c.execution_count]
+        if not not_run or time.time() > deadline:
+            break
     assert not _errors(nb)
-    assert all(c.execution_count for c in code), "a code cell did not run"
+    assert not not_run, f"code cells {not_run} of {len(code)} did not run"
     assert page.locator(".jp-OutputArea-output img").count() >= 1  # the CAM panel was drawn
     page.close()
 
