@@ -89,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
+    aux_warmup: float = 0.0             # λ ramps linearly from 0 over this fraction of all steps (0: off)
     grad_probe: bool = False            # log each loss's backbone gradient norm and cosine with L_ml per epoch
     log_every: int = 10
     sync_bn: bool = False
@@ -256,7 +257,8 @@ def validate(cfg: Any, where: str = "config") -> None:
         ]
     if isinstance(cfg, TrainConfig):
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
-                               (cfg.batch_size >= 1, "batch_size must be >= 1")]
+                               (cfg.batch_size >= 1, "batch_size must be >= 1"),
+                               (0.0 <= cfg.aux_warmup <= 1.0, "aux_warmup must be in [0, 1]")]
     if isinstance(cfg, CrfConfig):
         checks[CrfConfig] = [(cfg.unary in ("prob", "label"), "unary must be prob or label"),
                              (0.0 < cfg.gt_prob < 1.0, "gt_prob must be in (0, 1)"),

@@ -228,7 +228,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
                      resume: bool = True, progress: bool = True,
                      on_epoch: Callable[[dict], None] | None = None) -> nn.Module:
     """Train the classifier on a pair dataset; writes checkpoint.pt and log.jsonl in out_dir."""
-    from cism_lib.losses import total_loss
+    from cism_lib.losses import total_loss, warmup_scale
     from cism_lib.models import build_model
     from cism_lib.runtime import resolve_device
 
@@ -251,8 +251,12 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     ckpt = out_dir / CKPT_NAME
     start, history = _resume(ckpt, model, opt, sched, cfg) if resume else (0, [])
 
+    total_steps = n_steps * cfg.train.epochs
+
     def loss_fn(out, batch):
-        return total_loss(out, batch, cfg.model)
+        # sched.last_epoch counts the optimiser steps taken so far (resumes included)
+        scale = warmup_scale(sched.last_epoch, total_steps, cfg.train.aux_warmup)
+        return total_loss(out, batch, cfg.model, aux_scale=scale)
 
     for epoch in range(start, cfg.train.epochs):
         torch.manual_seed(cfg.train.seed * 7919 + epoch)  # dropout gates identical after a resume

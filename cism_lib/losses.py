@@ -69,9 +69,20 @@ def _require(out: Mapping[str, torch.Tensor], keys: tuple[str, ...], loss: str) 
                           f"the use_* switches")
 
 
+def warmup_scale(step: int, total_steps: int, warmup: float) -> float:
+    """The factor on λ at a step: a linear ramp from 0 to 1 over the first `warmup` fraction of
+    the schedule (train.aux_warmup), 1 afterwards and always 1 for warmup 0."""
+    if warmup <= 0:
+        return 1.0
+    return min(1.0, step / (warmup * max(total_steps, 1)))
+
+
 def total_loss(out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
-               cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Eq. (18): L = L_ml + λ(L_sl + L_csm + L_nsc) over the enabled losses; keys per loss + total."""
+               cfg: ModelConfig, aux_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """Eq. (18): L = L_ml + λ(L_sl + L_csm + L_nsc) over the enabled losses; keys per loss + total.
+
+    `aux_scale` multiplies λ (the warm-up of train.aux_warmup); the reported `lam` includes it.
+    """
     losses = active_losses(cfg)
     red = cfg.loss_reduction
     parts: dict[str, torch.Tensor] = {
@@ -92,13 +103,13 @@ def total_loss(out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor
                                 red)
     aux = [v for k, v in parts.items() if k != "ml"]
     total = parts["ml"]
-    lam = torch.as_tensor(cfg.lam, dtype=total.dtype, device=total.device)
+    lam = torch.as_tensor(cfg.lam * aux_scale, dtype=total.dtype, device=total.device)
     if aux:
         aux_sum = torch.stack(aux).sum()
         if "aux_log_var" in out:
             # Uncertainty weighting: λ = exp(-s) with the regulariser +s, so λ cannot collapse to 0.
             s = out["aux_log_var"].clamp(-5.0, 5.0)
-            lam = torch.exp(-s)
+            lam = torch.exp(-s) * aux_scale
             total = total + lam * aux_sum + s
         else:
             total = total + lam * aux_sum

@@ -167,3 +167,43 @@ def test_sim_centre_changes_the_cism_heads_only() -> None:
         p, c = plain(b["image_q"], b["image_r"]), centred(b["image_q"], b["image_r"])
     assert torch.equal(p["cam_q"], c["cam_q"]) and not torch.allclose(p["y_co"], c["y_co"])
     assert not torch.allclose(p["sl_q"], c["sl_q"])
+
+
+def test_warmup_scale_ramps_linearly_then_stays_one() -> None:
+    from cism_lib.losses import warmup_scale
+
+    assert [warmup_scale(s, 10, 0.5) for s in (0, 1, 4, 5, 9)] == pytest.approx([0.0, 0.2, 0.8, 1.0, 1.0])
+    assert warmup_scale(0, 10, 0.0) == 1.0 and warmup_scale(3, 10, 1.0) == pytest.approx(0.3)
+    from cism_lib.config import TrainConfig, validate
+    from cism_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="aux_warmup must be in"):
+        validate(TrainConfig(aux_warmup=1.5))
+
+
+def test_aux_scale_multiplies_lambda_only() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", weights=None, proto_dim=8, lam=0.8)
+    model = build_model(cfg, 3).eval()
+    batch = pair_batch(1)
+    with torch.no_grad():
+        out = model(batch["image_q"], batch["image_r"])
+    full, off, half = (total_loss(out, batch, cfg, aux_scale=a) for a in (1.0, 0.0, 0.5))
+    aux = sum(float(full[k]) for k in ("sl", "csm", "nsc"))
+    assert float(off["total"]) == pytest.approx(float(full["ml"]), rel=1e-6)
+    assert float(half["total"]) == pytest.approx(float(full["ml"]) + 0.4 * aux, rel=1e-5)
+    assert float(half["lam"]) == pytest.approx(0.4) and float(full["lam"]) == pytest.approx(0.8)
+
+
+def test_training_with_warmup_logs_the_ramped_lambda(tmp_path) -> None:
+    """Over one epoch of T = 2 steps with aux_warmup 1, λ is 0 then λ/2: the logged mean is λ/4."""
+    from cism_lib.engine import train_classifier
+
+    cfg = replace(RunConfig(), **{"device": "cpu", "threads": 1, "model.method": "cism",
+                                  "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8,
+                                  "model.lam": 0.8, "train.epochs": 1, "train.batch_size": 2,
+                                  "train.amp": False, "train.aux_warmup": 1.0})
+    model = train_classifier(cfg, _Pairs(), 3, tmp_path, progress=False)
+    assert model.train_history[0]["lam"] == pytest.approx(0.2)
+    plain = train_classifier(replace(cfg, **{"train.aux_warmup": 0.0}), _Pairs(), 3, tmp_path / "p", progress=False)
+    assert plain.train_history[0]["lam"] == pytest.approx(0.8)
