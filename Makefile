@@ -11,7 +11,7 @@ help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
 	@echo "make test       library tests + notebooks (nbval, smoke profile)  [CI runs this]"
 	@echo "make test-browser  JupyterLab in headless Chromium (needs apt-get install chromium; installs playwright)"
-	@echo "make reproduce  run every notebook with papermill (PROFILE=cpu|smoke|paper), regenerating figures/ and results/; HTML report build/<profile>/index.html"
+	@echo "make reproduce  run every notebook with papermill (PROFILE=cpu|smoke|paper|isaid512), regenerating figures/ and results/; HTML report build/<profile>/index.html"
 	@echo "make screen     the CISM readings on the real tiles (CISM_ISAID_ROOT; SCREEN_ARGS=\"--rows CAM CISM --seeds 0\")"
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      CPU benchmarks -> results/bench.json, docs/benchmarks.md"

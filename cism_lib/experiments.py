@@ -41,11 +41,11 @@ import pandas as pd
 import cism_lib
 from cism_lib.classes import ISAID
 from cism_lib.config import CrfConfig, RunConfig, load_config, replace
-from cism_lib.errors import ConfigError
+from cism_lib.errors import ConfigError, DataError
 from cism_lib.outputs import ROOT, output_dir
 from cism_lib.runtime import HEADLESS_ENV
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "paper", "isaid512")
 PROFILE_ENV = "CISM_PROFILE"
 ISAID_ENV = "CISM_ISAID_ROOT"
 CAM_STAGES = ("train", "cams", "eval")
@@ -114,7 +114,12 @@ class Plan:
     key_seeds: int = 1                   # seeds of the rows marked key (baseline, full CISM)
     rows: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # table -> labels to run
     max_seeds: Mapping[str, int] = field(default_factory=dict)  # table -> cap on seeds per row
+    table_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # table -> budget
 
+
+# The real-tile screening budget (docs/results.md, "The real-tile screen"): 600 tiles, one epoch.
+SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False,
+                                 "train.grad_probe": True}
 
 PLANS: dict[str, Plan] = {
     # smoke: 4 distinct classifier runs in all (CIAN, CISM, CISM without SLSC, CISM + MCSG) on 48
@@ -133,7 +138,19 @@ PLANS: dict[str, Plan] = {
                                 "data.workers": 0, "device": "cpu"},
                 seeds=1, key_seeds=2, max_seeds={"table1": 1}),
     "paper": Plan(seeds=3, key_seeds=3),
+    # isaid512: the real tiles (CISM_ISAID_ROOT) at configs/isaid512.yaml's budget (all 2300
+    # training tiles, one epoch of 384 px pairs, DeepLab 6 epochs) for Table 1/2 and the figures;
+    # the ablation tables run their baseline and CISM rows at the screening budget of
+    # docs/results.md (600 tiles, one epoch), so the whole profile fits an afternoon on 2 cores.
+    "isaid512": Plan(seeds=1, key_seeds=1,
+                     rows={"table4": ("Baseline (CIAN)", "+PV", "+PV+PIE"), "table5": ("eta=0.3",),
+                           "table6": ("CIAN", "CISM", "CISM +SLSC"),
+                           "table7": ("Baseline (CIAN)", "CISM", "CISM +MCSG"),
+                           "table8": ("ml", "ml+sl+csm+nsc")},
+                     table_overrides={t: SCREEN_BUDGET for t in ("table4", "table5", "table6", "table7", "table8")}),
 }
+# Profiles whose own data are real tiles: their notebooks skip the extra "real tiles" cells.
+REAL_PROFILES = ("paper", "isaid512")
 
 
 def plan_for(profile: str) -> Plan:
@@ -165,6 +182,26 @@ def isaid_root() -> Path | None:
     """The real iSAID patch folder named by CISM_ISAID_ROOT, or None."""
     root = os.environ.get(ISAID_ENV)
     return Path(root) if root else None
+
+
+def extra_real_root(profile: str) -> Path | None:
+    """The real tiles for a notebook's extra real-tile cells: CISM_ISAID_ROOT for a SynthAerial
+    profile, None for a profile whose runs are on real tiles already (or when unset)."""
+    return None if profile in REAL_PROFILES else isaid_root()
+
+
+def check_profile_data(profile: str) -> None:
+    """Open the train and val splits of a real-data profile once, so that a missing, wrong or
+    incomplete folder fails before any notebook runs: a ConfigError or DataError in one line."""
+    if profile not in REAL_PROFILES:
+        return
+    from cism_lib.pipeline import open_split
+
+    cfg = experiment_config(profile)
+    for split in (cfg.data.train_split, cfg.data.val_split):
+        ds = open_split(cfg, split, progress=False)
+        if len(ds) == 0:
+            raise DataError(f"{cfg.data.root or isaid_root()}: split {split!r} has no tiles")
 
 
 # ----------------------------------------------------------------------------- table rows
@@ -217,8 +254,6 @@ TABLES: dict[str, list[Row]] = {
 # the real tiles at a screening budget: the isaid512 preset on its first `data.max_train` training
 # tiles for one epoch, CAMs of those tiles (where the background threshold is chosen) and of all
 # val tiles (where mIoU is reported). Rows in the order they are worth running.
-SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False,
-                                 "train.grad_probe": True}
 SCREEN: list[Row] = [
     Row("CAM", {"model.method": "cam"}),
     Row("CIAN", BASELINE),
@@ -313,7 +348,8 @@ def row_config(row: Row, profile: str = "cpu", seed: int = 0, base: RunConfig | 
     """The full config of one row and seed (on `base`, default the profile's experiment config)."""
     base = experiment_config(profile) if base is None else base
     name = f"{table}-{row.label}" if table else row.label
-    return replace(base, name=name, **{**row.overrides, "train.seed": seed})
+    budget = plan_for(profile).table_overrides.get(table, {}) if profile in PLANS else {}
+    return replace(base, name=name, **{**budget, **row.overrides, "train.seed": seed})
 
 
 def planned_rows(table: str, profile: str) -> list[tuple[Row, list[int]]]:
@@ -809,7 +845,7 @@ def explore(cfg: RunConfig, split: str, index: int, class_id: int | None, bg_thr
 
 __all__ = [
     "PROFILES", "TABLES", "PLANS", "Row", "Plan", "repo_root", "current_profile", "profile_config",
-    "experiment_config", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
+    "experiment_config", "extra_real_root", "check_profile_data", "REAL_PROFILES", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
     "train_live", "cam_examples", "focus_class", "image_metrics", "image_iou", "present_classes",

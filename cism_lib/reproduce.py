@@ -9,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "paper", "isaid512")  # experiments.PROFILES (not imported: torch-free start)
 # Seconds one cell may run before papermill gives up on it. The cpu profile's longest cell (a
 # table's training runs) took about 10 minutes on 2 cores; papermill/nbclient can wait forever on
 # a kernel that has gone idle (nteract/papermill#711; seen here in 11_explore's ipywidgets cell,
 # which headless runs now skip), and a timed-out notebook is run once more (finished runs are
 # cached, so that is quick).
-CELL_TIMEOUT = {"smoke": 900, "cpu": 3600, "paper": None}
+CELL_TIMEOUT = {"smoke": 900, "cpu": 3600, "paper": None, "isaid512": 6 * 3600}
 
 
 def notebooks(folder: Path, only: str | None = None) -> list[Path]:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the notebooks for a profile and report the time each took."""
     ap = argparse.ArgumentParser(prog="python -m cism_lib.reproduce", description=__doc__)
     ap.add_argument("--profile", default=os.environ.get("CISM_PROFILE", "cpu"), choices=PROFILES,
-                    help="smoke: CI-sized; cpu: the default (about an hour on 2 cores); paper: GPU")
+                    help="smoke: CI-sized; cpu: the default (about an hour on 2 cores); paper: GPU; "
+                         "isaid512: the real tiles of CISM_ISAID_ROOT on a CPU")
     ap.add_argument("--notebooks", default="notebooks", type=Path, help="folder of notebooks")
     ap.add_argument("--out", default="build", type=Path, help="where executed copies go")
     ap.add_argument("--only", default=None, help="run only notebooks whose name contains this")
@@ -109,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     if not books:
         print(f"no notebooks found in {args.notebooks}", file=sys.stderr)
         return 1
+    if args.profile in ("paper", "isaid512"):  # real tiles: a wrong folder fails here, in one line
+        from cism_lib.errors import CismError
+        from cism_lib.experiments import check_profile_data
+
+        try:
+            check_profile_data(args.profile)
+        except CismError as exc:
+            print(f"make reproduce PROFILE={args.profile}: {exc}", file=sys.stderr)
+            return 2
     out_dir = (args.out / args.profile).resolve()
     total = 0.0
     try:

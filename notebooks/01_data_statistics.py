@@ -23,7 +23,7 @@
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
-PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+PROFILE = None   # smoke | cpu | paper | isaid512; None: the CISM_PROFILE environment variable (default cpu)
 MAX_BIN = 5      # the last histogram bar counts MAX_BIN or more categories
 
 # %%

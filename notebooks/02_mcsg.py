@@ -25,7 +25,7 @@
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
-PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+PROFILE = None   # smoke | cpu | paper | isaid512; None: the CISM_PROFILE environment variable (default cpu)
 N_MOSAICS = 4    # mosaics shown
 N_QUERIES = 2000  # training queries drawn for the distribution
 

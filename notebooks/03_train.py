@@ -22,7 +22,7 @@
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
-PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+PROFILE = None   # smoke | cpu | paper | isaid512; None: the CISM_PROFILE environment variable (default cpu)
 METHOD = 'cism'  # cam | cian | cism
 EPOCHS = None     # None: the profile's
 

@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
-PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+PROFILE = None   # smoke | cpu | paper | isaid512; None: the CISM_PROFILE environment variable (default cpu)
 SEEDS = None     # None: the profile's plan; e.g. [0, 1, 2] for three seeds of every row
 
 # %%

@@ -22,7 +22,7 @@
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
-PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+PROFILE = None   # smoke | cpu | paper | isaid512; None: the CISM_PROFILE environment variable (default cpu)
 SPLIT = 'val'
 INTERACTIVE = None  # None: sliders, unless run headless (CISM_HEADLESS=1: make reproduce, make test)
 

@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 # Parameters: papermill may override any of these.
-PROFILE = None   # smoke | cpu | paper; None: the CISM_PROFILE environment variable (default cpu)
+PROFILE = None   # smoke | cpu | paper | isaid512; None: the CISM_PROFILE environment variable (default cpu)
 SPLIT = 'val'
 INDEX_Q = 0      # the query image of the split
 INDEX_R = None   # the reference; None: the first other image sharing a class with the query
@@ -34,7 +34,7 @@ from cism_lib import experiments, viz
 from cism_lib.models.inside import STEPS
 
 PROFILE = PROFILE or experiments.current_profile()
-if experiments.isaid_root() is not None:   # the real tiles: Table 1's CISM run on them
+if experiments.extra_real_root(PROFILE) is not None:   # the real tiles: Table 1's CISM run on them
     row = {r.label: r for r in experiments.table_rows('table1')}['CISM']
     cfg = experiments.row_config(row, PROFILE, 0, base=experiments.experiment_config(PROFILE, real=True),
                                  table='table1')
