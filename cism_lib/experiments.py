@@ -31,6 +31,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,13 @@ SCREEN: list[Row] = [
     Row("CISM, literal SLSC", _cism(sl_scorer="cam", sl_detach=False, sl_pool="gamma")),  # H1
     Row("CISM, sum over classes", _cism(loss_reduction="sum")),       # H2: Eq. 19/24/27 as written
     Row("CISM, centred similarities", _cism(sim_centre=True)),        # H3: PV/PIE near-inert
+    Row("CISM, aux warm-up 0.5", {**CISM, "train.aux_warmup": 0.5}),  # H2: L_ml first, then the rest
+    # H2, ReCAM's way: the CAM row's trained weights (same seed), then one more epoch with every
+    # CISM loss; 150 steps in all, so its budget-matched baseline is "CAM, 2 epochs".
+    Row("CISM from the CAM run", {**CISM, "train.init_from": "@screen:CAM"}),
+    Row("CAM, 2 epochs", {"model.method": "cam", "train.epochs": 2}),
 ]
+SCREEN_REF = "@screen:"  # a train.init_from value naming another screen row's checkpoint (same seed)
 
 
 def screen_config(**overrides: Any) -> RunConfig:
@@ -297,7 +304,7 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     records = []
     for seed, row in progress_bar([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
-        cfg = row_config(row, seed=seed, base=base, table="screen")
+        cfg = _screen_row_config(row, seed, base, known, progress)
         rd = run_all(cfg, stages=CAM_STAGES, progress=progress)
         last = read_history(rd).tail(1)  # the last epoch's per-loss backbone gradients (grad_probe)
         grads = {k: last[k].item() for k in last.columns if k.startswith("grad_")}
@@ -307,6 +314,26 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         old = table[~table["run"].isin(done["run"])] if len(table) else table
         write_table(pd.concat([old, done], ignore_index=True), "screen_runs", "isaid512")
     return pd.DataFrame(records)
+
+
+def _screen_row_config(row: Row, seed: int, base: RunConfig, known: Mapping[str, Row],
+                       progress: bool = True) -> RunConfig:
+    """A screen row's config; a train.init_from of "@screen:<label>" becomes that row's
+    checkpoint for the same seed, trained first when it is not there yet."""
+    from cism_lib.engine import CKPT_NAME
+    from cism_lib.pipeline import run_all
+
+    ref = str(row.overrides.get("train.init_from") or "")
+    if not ref.startswith(SCREEN_REF):
+        return row_config(row, seed=seed, base=base, table="screen")
+    label = ref[len(SCREEN_REF):]
+    if label not in known or label == row.label:
+        raise ConfigError(f"screen row {row.label!r}: train.init_from {ref!r} names no other screen row")
+    source = run_all(_screen_row_config(known[label], seed, base, known, progress), stages=("train",),
+                     progress=progress)
+    checkpoint = str(source / "train" / CKPT_NAME)
+    resolved = dataclasses.replace(row, overrides={**row.overrides, "train.init_from": checkpoint})
+    return row_config(resolved, seed=seed, base=base, table="screen")
 
 
 SCREEN_METRICS = {"val mIoU": "cam_miou_val", "train mIoU": "cam_miou_train"}

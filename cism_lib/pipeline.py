@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cism_lib.config import RunConfig, config_hash, replace, save_config, to_dict
-from cism_lib.errors import ConfigError
+from cism_lib.errors import CheckpointError, ConfigError
 from cism_lib.runtime import write_json_atomic
 
 if TYPE_CHECKING:
@@ -100,7 +100,29 @@ def run_dir(cfg: RunConfig) -> Path:
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
     extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
+    if cfg.train.init_from:  # the starting weights, not where they lie, make the run
+        exclude += ("train.init_from",)
+        extra["train.init_from.weights"] = weights_digest(cfg.train.init_from)
     return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(cfg, exclude=exclude, extra=extra)}"
+
+
+def weights_digest(path: str | Path, n: int = 16) -> str:
+    """The first n hex digits of a SHA-256 over a classifier checkpoint's model weights (names and
+    values, not the file: its optimiser state and timings differ between identical trainings)."""
+    import hashlib
+
+    import torch
+
+    from cism_lib.engine import load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: train.init_from names no such checkpoint file")
+    digest = hashlib.sha256()
+    for name, value in sorted(load_checkpoint(path)["model"].items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:n]
 
 
 def cpu_bf16_run(cfg: RunConfig) -> bool:

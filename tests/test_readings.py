@@ -207,3 +207,46 @@ def test_training_with_warmup_logs_the_ramped_lambda(tmp_path) -> None:
     assert model.train_history[0]["lam"] == pytest.approx(0.2)
     plain = train_classifier(replace(cfg, **{"train.aux_warmup": 0.0}), _Pairs(), 3, tmp_path / "p", progress=False)
     assert plain.train_history[0]["lam"] == pytest.approx(0.8)
+
+
+def test_init_from_runs_are_named_by_the_starting_weights_not_their_path(tmp_path) -> None:
+    import shutil
+
+    from cism_lib.engine import CKPT_NAME, train_classifier
+    from cism_lib.pipeline import run_dir
+
+    base = replace(RunConfig(), **{"device": "cpu", "threads": 1, "model.method": "cam",
+                                   "model.backbone": "resnet18", "model.weights": None,
+                                   "train.epochs": 1, "train.batch_size": 2, "train.amp": False,
+                                   "out_dir": str(tmp_path / "runs")})
+    train_classifier(base, _Pairs(), 3, tmp_path / "a", progress=False)
+    shutil.copy(tmp_path / "a" / CKPT_NAME, tmp_path / "copy.pt")
+    train_classifier(replace(base, **{"train.seed": 1}), _Pairs(), 3, tmp_path / "b", progress=False)
+    cism = replace(base, **{"model.method": "cism", "model.proto_dim": 8})
+    at = {name: run_dir(replace(cism, **{"train.init_from": str(path)}))
+          for name, path in (("a", tmp_path / "a" / CKPT_NAME), ("copy", tmp_path / "copy.pt"),
+                             ("b", tmp_path / "b" / CKPT_NAME))}
+    assert at["a"] == at["copy"] != at["b"] and at["a"] != run_dir(cism)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        run_dir(replace(cism, **{"train.init_from": str(tmp_path / "missing.pt")}))
+
+
+def test_screen_row_from_another_row_trains_that_row_first(tmp_path, monkeypatch) -> None:
+    from cism_lib import experiments as ex
+    from cism_lib.config import load_config
+    from cism_lib.engine import CKPT_NAME
+    from cism_lib.pipeline import run_dir
+
+    monkeypatch.setenv("CISM_DATA_DIR", str(tmp_path / "data"))
+    base = load_config("configs/smoke.yaml", {
+        "data.synth_train": 8, "data.synth_val": 4, "data.synth_size": 64, "data.crop_size": 64,
+        "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8, "train.epochs": 1,
+        "train.batch_size": 4, "train.amp": False, "threads": 1, "out_dir": str(tmp_path / "runs")})
+    known = {r.label: r for r in ex.SCREEN}
+    cfg = ex._screen_row_config(known["CISM from the CAM run"], 0, base, known, progress=False)
+    cam_rd = run_dir(ex.row_config(known["CAM"], seed=0, base=base, table="screen"))
+    assert cfg.train.init_from == str(cam_rd / "train" / CKPT_NAME) and (cam_rd / "train" / CKPT_NAME).is_file()
+    assert cfg.model.method == "cism" and cfg.train.seed == 0
+    bad = ex.Row("loop", {"model.method": "cism", "train.init_from": "@screen:loop"})
+    with pytest.raises(ex.ConfigError, match="names no other screen row"):
+        ex._screen_row_config(bad, 0, base, {**known, "loop": bad}, progress=False)
