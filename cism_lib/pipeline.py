@@ -253,6 +253,37 @@ def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
     return summary
 
 
+def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc", "product"),
+                      progress: bool = True) -> dict[str, Any]:
+    """CAMs of a trained run from other weights than W_c (CISMNet.cam_source; hypothesis 1 of
+    the CISM issue), under the run's protocol: CAMs of both splits into `<run>/cams_<source>/`,
+    each split scored with the threshold chosen on the other, metrics/cam_<source>_<split>.json.
+    Returns {f"cam_miou_<split>_<source>": ...}; needs the separate SLSC scorer."""
+    from cism_lib.cam import make_cams
+    from cism_lib.engine import CKPT_NAME, load_classifier
+    from cism_lib.metrics import evaluate_cams, write_metrics
+
+    device = _device(cfg)
+    model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
+    mean, std = normalization(cfg)
+    train, val = _eval_splits(cfg)
+    ds = {s: open_split(cfg, s, progress=progress) for s in (train, val)}
+    summary: dict[str, Any] = {}
+    for source in sources:
+        model.cam_source = source
+        for split in (train, val):
+            make_cams(model, ds[split], rd / f"cams_{source}" / split, cfg.cam, device,
+                      progress=progress, mean=mean, std=std, amp=cfg.train.amp)
+        for report, select in ((train, val), (val, train)):
+            m = evaluate_cams(rd / f"cams_{source}" / report, ds[report], ds[select], cfg.cam.thresholds,
+                              select_cam_dir=rd / f"cams_{source}" / select, eval_split=report,
+                              select_split=select)
+            m["protocol"]["cam_source"] = source
+            write_metrics(m, rd / "metrics", f"cam_{source}_{report}")
+            summary[f"cam_miou_{report}_{source}"] = m["miou"]
+    return summary
+
+
 def stage_pseudo(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """Dense-CRF pseudo-masks of the training split, threshold chosen on the val split."""
     from cism_lib.metrics import write_metrics

@@ -250,3 +250,33 @@ def test_screen_row_from_another_row_trains_that_row_first(tmp_path, monkeypatch
     bad = ex.Row("loop", {"model.method": "cism", "train.init_from": "@screen:loop"})
     with pytest.raises(ex.ConfigError, match="names no other screen row"):
         ex._screen_row_config(bad, 0, base, {**known, "loop": bad}, progress=False)
+
+
+def test_cam_sources_score_the_features_with_wc_the_scorer_or_their_product() -> None:
+    import torch.nn.functional as F
+
+    from cism_lib.errors import ConfigError
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", weights=None, proto_dim=8, sl_scorer="separate")
+    model = build_model(cfg, 3).eval()
+    images = pair_batch(1)["image_q"]
+    with torch.no_grad():
+        feats = model.backbone(images)
+        feats = model.affinity(feats, feats)
+        w_c, w_s = model.classifier.weight, model.sl_classifier.weight
+        assert not torch.allclose(w_c, w_s)
+        expect = {"classifier": F.conv2d(feats, w_c), "slsc": F.conv2d(feats, w_s),
+                  "product": F.conv2d(feats, w_c * w_s)}
+        for source, value in expect.items():
+            model.cam_source = source
+            got = model.cam(images)
+            assert torch.allclose(got, value.clamp_min(0), atol=1e-6), source
+            assert (got == 0).any() and (got > 0).any()  # the ReLU acted
+        model.cam_source = "mean"
+        with pytest.raises(ConfigError, match="cam source must be one of"):
+            model.cam(images)
+    literal = build_model(replace(cfg, sl_scorer="cam"), 3).eval()
+    literal.cam_source = "slsc"
+    with pytest.raises(ConfigError, match="needs the separate SLSC scorer"):
+        literal.cam(images)

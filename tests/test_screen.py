@@ -1,6 +1,8 @@
 """The real-tile screen of the CISM readings: its rows, its errors and one tiny end-to-end run."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,8 +60,12 @@ def test_unknown_row_is_named(tiles) -> None:
 def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -> None:
     monkeypatch.setattr(ex, "_load_profile", _tmp_runs(ex._load_profile, tiles))
     assert main(["screen", "--rows", "CAM", "--seeds", "0", "--tiles", "4"]) == 0
-    df = ex.run_screen(["CISM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)
+    df = ex.run_screen(["CISM"], seeds=(0,), progress=False, cam_sources=True, **{"data.max_train": 4}, **TINY)
     assert len(df) == 1 and 0 <= df["cam_miou_val"].iloc[0] <= 1
+    for source in ("slsc", "product"):  # hypothesis 1: the same run's CAMs from other weights
+        assert 0 <= df[f"cam_miou_val_{source}"].iloc[0] <= 1 and 0 <= df[f"cam_miou_train_{source}"].iloc[0] <= 1
+        proto = json.loads((tiles / "runs" / df["run"].iloc[0] / "metrics" / f"cam_{source}_val.json").read_text())
+        assert proto["protocol"]["cam_source"] == source and proto["protocol"]["threshold_selected_on"] == "train"
     assert {"grad_norm_ml", "grad_cos_sl", "grad_cos_csm", "grad_cos_nsc"} <= set(df.columns)
     table = pd.read_csv(tiles / "results" / "isaid512" / "screen_runs.csv")
     assert sorted(table["row"]) == ["CAM", "CISM"]            # the CLI's CAM line is kept

@@ -5,6 +5,7 @@ import math
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cism_lib.config import ModelConfig
@@ -16,6 +17,9 @@ from cism_lib.models.prototypes import (PrototypeGenerator, gate_map, high_confi
                                         masked_average_pooling)
 from cism_lib.models.slsc import (normalise_cam, pixel_confidence, prototype_similarity,
                                   secondary_scores)
+
+# What CISMNet.cam scores the features with: W_c, the separate SLSC scorer, or their product.
+CAM_SOURCES = ("classifier", "slsc", "product")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -158,12 +162,28 @@ class CISMNet(nn.Module):
         keep.update(mask=mask, gamma=gamma)
         return secondary_scores(scores, mask, gamma, self.cfg.sl_form, self.cfg.sl_pool)
 
+    cam_source = "classifier"  # what cam() scores the features with (CAM_SOURCES; hypothesis 1)
+
     def cam(self, images: torch.Tensor) -> torch.Tensor:
-        """Single-image CAMs ReLU(W_c^T F_n) [B,K,h,w]; CIAN's affinity pairs an image with itself."""
+        """Single-image CAMs ReLU(W^T F_n) [B,K,h,w]; CIAN's affinity pairs an image with itself.
+
+        W is W_c (`cam_source` "classifier", the paper's), the separate SLSC scorer ("slsc") or,
+        as ReCAM's final CAMs, the element-wise product of the two weights ("product").
+        """
         feats = self.backbone(images)
         if self.affinity is not None:
             feats = self.affinity(feats, feats)
-        return torch.relu(self.classifier(feats))
+        if self.cam_source == "classifier":
+            return torch.relu(self.classifier(feats))
+        if self.cam_source not in CAM_SOURCES:
+            raise ConfigError(f"cam source must be one of {CAM_SOURCES}, got {self.cam_source!r}")
+        if self.sl_classifier is None:
+            raise ConfigError(f"cam source {self.cam_source!r} needs the separate SLSC scorer "
+                              "(model.use_slsc with sl_scorer: separate)")
+        weight = self.sl_classifier.weight
+        if self.cam_source == "product":
+            weight = weight * self.classifier.weight
+        return torch.relu(F.conv2d(feats, weight))
 
     def param_groups(self, lr: float, backbone_lr_mult: float) -> list[dict]:
         """Optimizer groups: the pretrained backbone at lr × mult, every new layer at lr."""
