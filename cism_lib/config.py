@@ -90,6 +90,9 @@ class TrainConfig:
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
     aux_warmup: float = 0.0             # λ ramps linearly from 0 over this fraction of all steps (0: off)
+    # Gradient-balanced λ: every this many steps, λ_eff = model.lam × ‖∇_backbone L_ml‖ /
+    # ‖∇_backbone (L_sl + L_csm + L_nsc)‖ on that step's batch, held until the next measurement (0: off)
+    lam_balance_every: int = 0
     grad_probe: bool = False            # log each loss's backbone gradient norm and cosine with L_ml per epoch
     log_every: int = 10
     sync_bn: bool = False
@@ -258,7 +261,8 @@ def validate(cfg: Any, where: str = "config") -> None:
     if isinstance(cfg, TrainConfig):
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
                                (cfg.batch_size >= 1, "batch_size must be >= 1"),
-                               (0.0 <= cfg.aux_warmup <= 1.0, "aux_warmup must be in [0, 1]")]
+                               (0.0 <= cfg.aux_warmup <= 1.0, "aux_warmup must be in [0, 1]"),
+                               (cfg.lam_balance_every >= 0, "lam_balance_every must be >= 0")]
     if isinstance(cfg, CrfConfig):
         checks[CrfConfig] = [(cfg.unary in ("prob", "label"), "unary must be prob or label"),
                              (0.0 < cfg.gt_prob < 1.0, "gt_prob must be in (0, 1)"),

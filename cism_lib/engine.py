@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cism_lib.config import RunConfig, TrainConfig, matches_stored, to_dict
-from cism_lib.errors import CheckpointError
+from cism_lib.config import LOSSES, RunConfig, TrainConfig, matches_stored, to_dict
+from cism_lib.errors import CheckpointError, ConfigError
 from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, precision_for, set_threads,
                               write_text_atomic)
 
@@ -173,7 +173,7 @@ def gradient_probe(model: nn.Module, batch: dict[str, Any], loss_fn: Callable,
     try:
         with precision.autocast():
             out = core(batch["image_q"], batch.get("image_r"))
-        losses = {k: v for k, v in loss_fn(fp32_outputs(out), batch).items() if k not in ("total", "lam")}
+        losses = {k: v for k, v in loss_fn(fp32_outputs(out), batch).items() if k in LOSSES}
         flat = {}
         for k, v in losses.items():
             grads = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
@@ -191,6 +191,22 @@ def gradient_probe(model: nn.Module, batch: dict[str, Any], loss_fn: Callable,
         if k != "ml":
             record[f"grad_cos_{k}"] = float(torch.nn.functional.cosine_similarity(g, ml, dim=0))
     return record
+
+
+def balanced_ratio(losses: dict[str, torch.Tensor], model: nn.Module, eps: float = 1e-12) -> float:
+    """‖∇_backbone L_ml‖ / ‖∇_backbone Σ auxiliary losses‖ on the graph of `losses` (kept for the
+    training step's own backward); 1 when there is no auxiliary loss or it sends no gradient."""
+    params = [p for p in model.backbone.parameters() if p.requires_grad]
+    aux = [v for k, v in losses.items() if k not in ("ml", "total", "lam")]
+    if not aux:
+        return 1.0
+
+    def norm(value: torch.Tensor) -> float:
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        return math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None))
+
+    g_aux = norm(torch.stack(aux).sum())
+    return norm(losses["ml"]) / g_aux if g_aux > eps else 1.0
 
 
 def _finite_or_raise(stats: dict[str, float], epoch: int) -> None:
@@ -252,11 +268,22 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     start, history = _resume(ckpt, model, opt, sched, cfg) if resume else (0, [])
 
     total_steps = n_steps * cfg.train.epochs
+    every = cfg.train.lam_balance_every
+    if every and cfg.model.lam_learnable:
+        raise ConfigError("train.lam_balance_every and model.lam_learnable both set λ; choose one")
+    balance = {"ratio": 1.0}  # the last measured ‖∇L_ml‖ / ‖∇L_aux‖ (resumes start from 1 until measured)
+    core = model.module if hasattr(model, "module") else model
 
     def loss_fn(out, batch):
         # sched.last_epoch counts the optimiser steps taken so far (resumes included)
-        scale = warmup_scale(sched.last_epoch, total_steps, cfg.train.aux_warmup)
-        return total_loss(out, batch, cfg.model, aux_scale=scale)
+        step = sched.last_epoch
+        scale = warmup_scale(step, total_steps, cfg.train.aux_warmup)
+        if not every:
+            return total_loss(out, batch, cfg.model, aux_scale=scale)
+        if step % every == 0 and torch.is_grad_enabled():
+            balance["ratio"] = balanced_ratio(total_loss(out, batch, cfg.model), core)
+        losses = total_loss(out, batch, cfg.model, aux_scale=scale * balance["ratio"])
+        return {**losses, "lam_ratio": torch.tensor(balance["ratio"])}
 
     for epoch in range(start, cfg.train.epochs):
         torch.manual_seed(cfg.train.seed * 7919 + epoch)  # dropout gates identical after a resume

@@ -280,3 +280,40 @@ def test_cam_sources_score_the_features_with_wc_the_scorer_or_their_product() ->
     literal.cam_source = "slsc"
     with pytest.raises(ConfigError, match="needs the separate SLSC scorer"):
         literal.cam(images)
+
+
+def test_balanced_ratio_is_the_ratio_of_the_backbone_gradient_norms() -> None:
+    from cism_lib.engine import balanced_ratio
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", weights=None, proto_dim=8)
+    model = build_model(cfg, 3).train()
+    batch = pair_batch(1)
+    losses = total_loss(model(batch["image_q"], batch["image_r"]), batch, cfg)
+    params = [p for p in model.backbone.parameters() if p.requires_grad]
+
+    def norm(v: torch.Tensor) -> float:
+        grads = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+        return float(torch.cat([g.reshape(-1).double() for g in grads if g is not None]).norm())
+
+    expect = norm(losses["ml"]) / norm(losses["sl"] + losses["csm"] + losses["nsc"])
+    assert balanced_ratio(losses, model) == pytest.approx(expect, rel=1e-4)
+    assert expect != pytest.approx(1.0, rel=0.05)
+    losses["total"].backward()  # the step's own graph is still there
+    assert balanced_ratio({"ml": losses["ml"].detach()}, model) == 1.0
+
+
+def test_training_with_a_balanced_lambda_logs_the_ratio_and_scales_lambda(tmp_path) -> None:
+    from cism_lib.engine import train_classifier
+    from cism_lib.errors import ConfigError
+
+    cfg = replace(RunConfig(), **{"device": "cpu", "threads": 1, "model.method": "cism",
+                                  "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8,
+                                  "model.lam": 0.5, "train.epochs": 1, "train.batch_size": 2,
+                                  "train.amp": False, "train.lam_balance_every": 1})
+    record = train_classifier(cfg, _Pairs(), 3, tmp_path, progress=False).train_history[0]
+    assert record["lam_ratio"] > 0 and record["lam_ratio"] != pytest.approx(1.0, rel=0.01)
+    # measured every step: the logged λ is 0.5 x the ratio at each step (means over the 2 steps)
+    assert record["lam"] == pytest.approx(0.5 * record["lam_ratio"], rel=1e-5)
+    with pytest.raises(ConfigError, match="choose one"):
+        train_classifier(replace(cfg, **{"model.lam_learnable": True}), _Pairs(), 3, tmp_path / "x", progress=False)
