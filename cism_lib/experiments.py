@@ -271,6 +271,8 @@ SCREEN: list[Row] = [
     # CISM loss; 150 steps in all, so its budget-matched baseline is "CAM, 2 epochs".
     Row("CISM from the CAM run", {**CISM, "train.init_from": "@screen:CAM"}),
     Row("CAM, 2 epochs", {"model.method": "cam", "train.epochs": 2}),
+    # H2: λ set every 5 steps so that the auxiliary losses' backbone gradient is L_ml's in norm
+    Row("CISM, gradient-balanced lambda", {**CISM, "train.lam_balance_every": 5}),
 ]
 SCREEN_REF = "@screen:"  # a train.init_from value naming another screen row's checkpoint (same seed)
 
