@@ -74,7 +74,7 @@ lint:
 # Mutation testing (docs/testing.md) in a copy, so the working tree is never mutated. One process,
 # one thread: a full run is long on a small machine; MUTATE_ONLY="cism_lib/models/slsc.py" runs a subset.
 MUTATE_ONLY  ?= cism_lib/models/* cism_lib/losses.py cism_lib/metrics.py cism_lib/cam.py cism_lib/data/pairs.py cism_lib/data/mcsg.py cism_lib/crf.py
-MUTATE_TESTS ?= tests/test_reference_math.py tests/test_cism_forward.py tests/test_gradients.py tests/test_threshold_protocol.py tests/test_models.py tests/test_losses.py tests/test_cam_metrics.py tests/test_crf.py tests/test_pairs_mcsg.py tests/test_backbones.py tests/test_cam_pipeline.py tests/test_metrics_sweep.py tests/test_crf_pipeline.py tests/test_mcsg_geometry.py tests/test_pairs_sampling.py
+MUTATE_TESTS ?= tests/test_reference_math.py tests/test_cism_forward.py tests/test_gradients.py tests/test_threshold_protocol.py tests/test_models.py tests/test_losses.py tests/test_cam_metrics.py tests/test_crf.py tests/test_pairs_mcsg.py tests/test_backbones.py tests/test_cam_pipeline.py tests/test_metrics_sweep.py tests/test_crf_pipeline.py tests/test_mcsg_geometry.py tests/test_pairs_sampling.py tests/test_inside.py tests/test_cism_heads.py tests/test_backbone_weights.py
 
 mutate: setup
 	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install --quiet "mutmut==3.8.1"  # not in [dev]: only this target needs it

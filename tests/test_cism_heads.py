@@ -1,0 +1,66 @@
+"""CISMNet details beyond tests/test_models.py: the heads' fp32 under bf16 autocast, the centred
+similarity reaching Z̃, the intermediates kept without PIE, parameter-group names, build errors."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cism_lib.config import ModelConfig
+from cism_lib.errors import ConfigError
+from cism_lib.models import build_model
+from cism_lib.models.inside import trace
+
+K = 3
+SMALL = ModelConfig(backbone="resnet18", weights=None, proto_dim=16, method="cism")
+
+
+def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 3, 32, 48, generator=g), torch.randn(2, 3, 32, 48, generator=g)
+
+
+def test_cism_heads_run_in_fp32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    model = build_model(SMALL, K).eval()
+    q, r = _pair()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(q, r)
+    assert out["cam_q"].dtype == torch.bfloat16  # the backbone and W_c under autocast
+    for key in ("sl_q", "sl_r", "y_co", "y_q_nc", "y_r_nc"):
+        assert out[key].dtype == torch.float32, key
+
+
+def test_centred_similarity_changes_the_slsc_scores() -> None:
+    q, r = _pair(1)
+    outs = []
+    for centre in (False, True):
+        torch.manual_seed(0)
+        model = build_model(replace(SMALL, sim_centre=centre), K).eval()
+        with torch.no_grad():
+            outs.append(model(q, r))
+    assert torch.equal(outs[0]["cam_q"], outs[1]["cam_q"])
+    assert not torch.allclose(outs[0]["sl_q"], outs[1]["sl_q"])
+
+
+def test_trace_without_pie_or_paired_losses_has_prototypes_but_no_matching_maps() -> None:
+    torch.manual_seed(0)
+    model = build_model(replace(SMALL, use_pie=False, losses=("ml", "sl")), K).eval()
+    steps = trace(model, *_pair())
+    assert {"F_c_q", "R_q", "gate_q", "P_q", "S_q", "mask_q", "gamma_q"} <= set(steps)
+    assert not {"X_q", "A_q", "P_enh_q"} & set(steps)
+
+
+def test_param_group_names() -> None:
+    groups = build_model(SMALL, K).param_groups(0.01, 0.1)
+    assert [g["name"] for g in groups] == ["backbone", "new"]
+
+
+def test_build_model_errors_say_what_to_change() -> None:
+    with pytest.raises(ConfigError, match=r"^model.losses contains 'sl' but model.use_slsc is false; "
+                                          r"L_sl needs the SLSC scores \(set use_slsc: true or drop 'sl'\)$"):
+        build_model(replace(SMALL, use_slsc=False), K)
+    with pytest.raises(ConfigError, match=r"^model.lam must be > 0, got 0.0$"):
+        build_model(replace(SMALL, lam=0.0), K)
+    assert build_model(replace(SMALL, lam=1e-3), K).num_classes == K
