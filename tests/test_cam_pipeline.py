@@ -148,3 +148,13 @@ def test_multiscale_cam_scaled_sizes_round_and_never_reach_zero() -> None:
     # 3 × 0.25 rounds to 1, 2 × 0.25 to 0 and is kept at 1; scale 2 doubles both sides
     assert model.sizes == [(1, 3, 1, 1), (1, 3, 3, 2), (1, 3, 6, 4)]
     assert cam.shape == (1, 2, 3, 2)
+
+
+def test_multiscale_cam_resizes_with_half_pixel_centres() -> None:
+    """IRN's resizing (align_corners=False) both ways: down to the scale, back to the image."""
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 8, 12)
+    cam = multiscale_cam(SizeCam(), image, torch.ones(2), scales=(0.5,), flip=False)
+    down = F.interpolate(image, size=(4, 6), mode="bilinear", align_corners=False)
+    up = F.interpolate(down[:, :2], size=(8, 12), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(cam, up / (up.amax(dim=(2, 3), keepdim=True) + 1e-5))

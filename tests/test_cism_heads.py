@@ -64,3 +64,59 @@ def test_build_model_errors_say_what_to_change() -> None:
     with pytest.raises(ConfigError, match=r"^model.lam must be > 0, got 0.0$"):
         build_model(replace(SMALL, lam=0.0), K)
     assert build_model(replace(SMALL, lam=1e-3), K).num_classes == K
+
+
+def test_centred_readings_are_cosines_of_centred_features() -> None:
+    """sim_centre: Eq. 14's S on features minus the image's mean, Eq. 7's A on the pair-centred X."""
+    import torch.nn.functional as F
+
+    from cism_lib.models.inside import trace
+
+    torch.manual_seed(0)
+    model = build_model(replace(SMALL, sim_centre=True), K).eval()
+    steps = trace(model, *_pair(2))
+    fc = steps["F_c_q"]
+    mean = fc.mean((2, 3))
+    p = F.normalize(steps["P_enh_q"] - mean[:, None, :], dim=2)
+    f = F.normalize(fc - mean[:, :, None, None], dim=1)
+    torch.testing.assert_close(steps["S_q"], torch.einsum("bkd,bdhw->bkhw", p, f).clamp_min(0))
+    x_q, x_r = steps["X_q"], steps["X_r"]
+    pair_mean = torch.cat([x_q.flatten(2), x_r.flatten(2)], 2).mean(2)[:, :, None]
+    q = F.normalize(x_q.flatten(2) - pair_mean, dim=1)
+    r = F.normalize(x_r.flatten(2) - pair_mean, dim=1)
+    a = torch.einsum("bdx,bdy->bxy", q, r).amax(2)
+    a = (a - a.amin(1, keepdim=True)) / (a.amax(1, keepdim=True) - a.amin(1, keepdim=True))
+    torch.testing.assert_close(steps["A_q"], a.view_as(steps["A_q"]))
+
+
+def test_aux_scale_multiplies_lambda_fixed_and_learnable() -> None:
+    from cism_lib.losses import total_loss
+
+    label_q = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    label_r = torch.tensor([[1.0, 0, 0], [0, 1, 1]])
+    co = label_q * label_r
+    batch = {"label_q": label_q, "label_r": label_r, "label_co": co,
+             "label_q_nc": label_q - co, "label_r_nc": label_r - co}
+    for learnable in (False, True):
+        torch.manual_seed(0)
+        cfg = replace(SMALL, lam=2.0, lam_learnable=learnable)
+        model = build_model(cfg, K).eval()
+        with torch.no_grad():
+            out = model(*_pair(3))
+            if learnable:
+                model.aux_log_var.fill_(0.5)
+                out["aux_log_var"] = model.aux_log_var
+            losses = total_loss(out, batch, cfg, aux_scale=0.25)
+        lam = (torch.exp(torch.tensor(-0.5)) if learnable else torch.tensor(2.0)) * 0.25
+        aux = losses["sl"] + losses["csm"] + losses["nsc"]
+        assert float(losses["lam"]) == pytest.approx(float(lam), rel=1e-6)
+        expected = losses["ml"] + lam * aux + (0.5 if learnable else 0.0)
+        assert float(losses["total"]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_pair_labels_keep_both_image_labels() -> None:
+    from cism_lib.models.inside import pair_labels
+
+    l_q, l_r = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
+    labels = pair_labels(l_q, l_r)
+    assert labels["l_q"] is l_q and labels["l_r"] is l_r

@@ -149,3 +149,30 @@ def test_index_png_round_trips_any_integer_mask_and_reads_greyscale(tmp_path) ->
     Image.fromarray(np.zeros((1, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(DataError, match="expected a palette or greyscale PNG, got mode RGB"):
         read_index_png(tmp_path / "rgb.png")
+
+
+def test_band_keeps_confident_labels_and_leaves_the_rest_uncertain() -> None:
+    cam = np.array([[[0.7, 0.5, 0.3, 0.1]]], np.float32)  # one class, [1, 1, 4]
+    image, label = np.zeros((1, 4, 3), np.uint8), np.array([1])
+    band = CrfConfig(enabled=False, band=(0.5, 1.5))
+    # t = 0.4: foreground above 0.6, background below 0.2 (both rules as cam_to_labels), else 255
+    assert pseudo_mask(image, cam, label, band, bg_threshold=0.4).tolist() == [[1, 255, 255, 0]]
+    upper = CrfConfig(enabled=False, band=(1.0, 2.0))
+    assert pseudo_mask(image, cam, label, upper, bg_threshold=0.3).tolist() == [[1, 255, 0, 0]]
+    # the band needs a threshold: with AffinityNet's background it is the plain mask
+    plain = pseudo_mask(image, cam, label, CrfConfig(enabled=False), bg_power=1.0)
+    np.testing.assert_array_equal(pseudo_mask(image, cam, label, band, bg_power=1.0), plain)
+
+
+def test_scoring_skips_uncertain_pixels_and_reports_coverage(tmp_path) -> None:
+    from tests.fixtures import ArrayDataset
+
+    gt = np.array([[0, 1], [2, 255]], np.uint8)
+    ds = ArrayDataset([gt], id_format="img{i}")
+    palette = [0] * 768
+    write_index_png(tmp_path / "img0.png", np.array([[0, 255], [2, 0]], np.uint8), palette)
+    scores = crf.score_pseudo_masks(tmp_path, ds)
+    assert scores["coverage"] == pytest.approx(2 / 3)  # 3 scored ground-truth pixels, 2 labelled
+    assert scores["confusion"] == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    ignored = ArrayDataset([np.full((2, 2), 255, np.uint8)], id_format="img{i}")
+    assert np.isnan(crf.score_pseudo_masks(tmp_path, ignored)["coverage"])

@@ -67,6 +67,8 @@ def test_mosaic_dtypes_and_argument_check() -> None:
     assert image.dtype == np.uint8 and mask.dtype == np.uint8 and (mask == IGNORE_INDEX).any()
     with pytest.raises(ValueError, match="^mosaic needs 4 images \\(and 4 masks if any\\), got 3$"):
         mosaic(images[:3], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="^mosaic needs 4 images \\(and 4 masks if any\\), got 4 and 3$"):
+        mosaic(images, np.random.default_rng(0), masks=[np.ones((6, 5), np.uint8)] * 3)
 
 
 def test_compose_uses_the_mcsg_scale_range_like_compose_with_mask() -> None:
