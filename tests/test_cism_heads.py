@@ -16,9 +16,9 @@ K = 3
 SMALL = ModelConfig(backbone="resnet18", weights=None, proto_dim=16, method="cism")
 
 
-def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(seed: int = 0, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 3, 32, 48, generator=g), torch.randn(2, 3, 32, 48, generator=g)
+    return torch.randn(batch, 3, 32, 48, generator=g), torch.randn(batch, 3, 32, 48, generator=g)
 
 
 def test_cism_heads_run_in_fp32_under_bf16_autocast() -> None:
@@ -75,25 +75,25 @@ def test_centred_readings_are_cosines_of_centred_features() -> None:
     torch.manual_seed(0)
     model = build_model(replace(SMALL, sim_centre=True), K).eval()
     steps = trace(model, *_pair(2))
-    fc = steps["F_c_q"]
-    mean = fc.mean((2, 3))
-    p = F.normalize(steps["P_enh_q"] - mean[:, None, :], dim=2)
-    f = F.normalize(fc - mean[:, :, None, None], dim=1)
-    torch.testing.assert_close(steps["S_q"], torch.einsum("bkd,bdhw->bkhw", p, f).clamp_min(0))
-    x_q, x_r = steps["X_q"], steps["X_r"]
-    pair_mean = torch.cat([x_q.flatten(2), x_r.flatten(2)], 2).mean(2)[:, :, None]
-    q = F.normalize(x_q.flatten(2) - pair_mean, dim=1)
-    r = F.normalize(x_r.flatten(2) - pair_mean, dim=1)
-    a = torch.einsum("bdx,bdy->bxy", q, r).amax(2)
-    a = (a - a.amin(1, keepdim=True)) / (a.amax(1, keepdim=True) - a.amin(1, keepdim=True))
-    torch.testing.assert_close(steps["A_q"], a.view_as(steps["A_q"]))
+    for s, o in ("q", "r"), ("r", "q"):
+        fc = steps[f"F_c_{s}"]
+        mean = fc.mean((2, 3))
+        p = F.normalize(steps[f"P_enh_{s}"] - mean[:, None, :], dim=2)
+        f = F.normalize(fc - mean[:, :, None, None], dim=1)
+        torch.testing.assert_close(steps[f"S_{s}"], torch.einsum("bkd,bdhw->bkhw", p, f).clamp_min(0))
+        x_s, x_o = steps[f"X_{s}"], steps[f"X_{o}"]
+        pair_mean = torch.cat([x_s.flatten(2), x_o.flatten(2)], 2).mean(2)[:, :, None]
+        a = torch.einsum("bdx,bdy->bxy", F.normalize(x_s.flatten(2) - pair_mean, dim=1),
+                         F.normalize(x_o.flatten(2) - pair_mean, dim=1)).amax(2)
+        a = (a - a.amin(1, keepdim=True)) / (a.amax(1, keepdim=True) - a.amin(1, keepdim=True))
+        torch.testing.assert_close(steps[f"A_{s}"], a.view_as(steps[f"A_{s}"]))
 
 
 def test_aux_scale_multiplies_lambda_fixed_and_learnable() -> None:
     from cism_lib.losses import total_loss
 
-    label_q = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
-    label_r = torch.tensor([[1.0, 0, 0], [0, 1, 1]])
+    label_q = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0]])
+    label_r = torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 1, 0]])
     co = label_q * label_r
     batch = {"label_q": label_q, "label_r": label_r, "label_co": co,
              "label_q_nc": label_q - co, "label_r_nc": label_r - co}
@@ -102,7 +102,7 @@ def test_aux_scale_multiplies_lambda_fixed_and_learnable() -> None:
         cfg = replace(SMALL, lam=2.0, lam_learnable=learnable)
         model = build_model(cfg, K).eval()
         with torch.no_grad():
-            out = model(*_pair(3))
+            out = model(*_pair(3, batch=3))  # an odd batch: q and r split evenly
             if learnable:
                 model.aux_log_var.fill_(0.5)
                 out["aux_log_var"] = model.aux_log_var
@@ -120,3 +120,17 @@ def test_pair_labels_keep_both_image_labels() -> None:
     l_q, l_r = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
     labels = pair_labels(l_q, l_r)
     assert labels["l_q"] is l_q and labels["l_r"] is l_r
+
+
+def test_odd_batches_split_into_query_and_reference_and_cam_logits_are_means() -> None:
+    torch.manual_seed(0)
+    q, r = _pair(4, batch=3)
+    cian = build_model(replace(SMALL, method="cian", self_ml=True), K).eval()
+    with torch.no_grad():
+        out = cian(q, r)
+    for key in ("logits_q", "logits_r", "logits_q_self", "logits_r_self"):
+        assert out[key].shape == (3, K), key
+    cam_model = build_model(replace(SMALL, method="cam"), K).eval()
+    with torch.no_grad():
+        single = cam_model(q)
+    torch.testing.assert_close(single["logits_q"], single["cam_q"].mean((2, 3)))
