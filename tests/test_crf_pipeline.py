@@ -176,3 +176,27 @@ def test_scoring_skips_uncertain_pixels_and_reports_coverage(tmp_path) -> None:
     assert scores["confusion"] == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
     ignored = ArrayDataset([np.full((2, 2), 255, np.uint8)], id_format="img{i}")
     assert np.isnan(crf.score_pseudo_masks(tmp_path, ignored)["coverage"])
+
+
+def test_band_masks_refine_with_the_image_and_are_uint8() -> None:
+    image, probs = _inputs()
+    cam = probs[1:]  # two classes, [2, 10, 12]
+    label = np.array([1, 1])
+    band = CrfConfig(iterations=3, band=(0.5, 1.5))
+    out = pseudo_mask(image, cam, label, band, bg_threshold=0.4)
+    assert out.dtype == np.uint8
+    confident = pseudo_mask(image, cam, label, CrfConfig(iterations=3), bg_threshold=0.6)
+    loose = pseudo_mask(image, cam, label, CrfConfig(iterations=3), bg_threshold=0.2)
+    expected = np.where(confident > 0, confident, 255)
+    expected[(confident == 0) & (loose == 0)] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_coverage_adds_up_over_images(tmp_path) -> None:
+    from tests.fixtures import ArrayDataset
+
+    ds = ArrayDataset([np.zeros((1, 2), np.uint8), np.zeros((1, 3), np.uint8)], id_format="img{i}")
+    palette = [0] * 768
+    write_index_png(tmp_path / "img0.png", np.array([[0, 255]], np.uint8), palette)
+    write_index_png(tmp_path / "img1.png", np.array([[0, 0, 0]], np.uint8), palette)
+    assert crf.score_pseudo_masks(tmp_path, ds)["coverage"] == pytest.approx(4 / 5)
