@@ -69,6 +69,7 @@ def test_sweep_and_evaluation_without_foreground_classes(tmp_path) -> None:
     result = evaluate_cams(tmp_path, ds, ds, thresholds)
     assert result["miou"] == 1.0 and result["protocol"]["threshold"] == -0.5  # first of the ties
     assert cam_to_labels(np.zeros((0, 2, 2), np.float32), 0.5).dtype == np.uint8
+    assert cam_to_labels(np.ones((2, 2, 2), np.float32), 0.5).dtype == np.uint8
 
 
 def test_sweep_matrices_are_full_confusion_matrices(tmp_path) -> None:
