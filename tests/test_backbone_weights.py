@@ -139,3 +139,18 @@ def test_key_mismatch_lists_the_first_five_keys_of_each_kind(tmp_path) -> None:
     missing = [k for k in state if k.startswith("layer4.")]
     assert _listed(str(err.value), "missing") == missing[:5]
     assert _listed(str(err.value), "unexpected") == list(extra)[:5]
+
+
+def test_resnet_at_output_stride_16_dilates_only_the_last_stage_after_its_first_block(tmp_path, monkeypatch) -> None:
+    net = build_backbone("resnet18", None, 16)
+    assert net.output_stride == 16
+    assert _convs(net.body.layer4) == [((1, 1), (1, 1), (1, 1))] * 2 + [((1, 1), (2, 2), (2, 2))] * 2
+    # ImageNet weights are the default
+    import torchvision.models as tvm
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = imagenet_weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(tvm.resnet18(weights=None).state_dict(), path)
+    default = build_backbone("resnet18")
+    assert torch.equal(default.body.conv1.weight, torch.load(path, weights_only=True)["conv1.weight"])

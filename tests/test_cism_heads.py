@@ -134,3 +134,19 @@ def test_odd_batches_split_into_query_and_reference_and_cam_logits_are_means() -
     with torch.no_grad():
         single = cam_model(q)
     torch.testing.assert_close(single["logits_q"], single["cam_q"].mean((2, 3)))
+
+
+def test_model_config_reaches_the_backbone_and_pie_follows_its_consumers(tmp_path) -> None:
+    import torchvision.models as tvm
+
+    torch.manual_seed(0)
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "w.pth")
+    model = build_model(replace(SMALL, weights=str(tmp_path / "w.pth"), output_stride=8), K)
+    saved = torch.load(tmp_path / "w.pth", weights_only=True)
+    assert torch.equal(model.backbone.body.conv1.weight, saved["conv1.weight"])
+    assert model.backbone.output_stride == 8
+    with torch.no_grad():
+        assert model.eval().cam(torch.randn(1, 3, 32, 48)).shape == (1, K, 4, 6)
+    # PIE is built when SLSC uses prototypes, even without a paired loss; not without prototypes
+    assert build_model(replace(SMALL, losses=("ml", "sl")), K).interaction is not None
+    assert build_model(replace(SMALL, losses=("ml", "sl"), use_pv=False), K).interaction is None
