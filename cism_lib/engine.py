@@ -197,7 +197,7 @@ def balanced_ratio(losses: dict[str, torch.Tensor], model: nn.Module, eps: float
     """‖∇_backbone L_ml‖ / ‖∇_backbone Σ auxiliary losses‖ on the graph of `losses` (kept for the
     training step's own backward); 1 when there is no auxiliary loss or it sends no gradient."""
     params = [p for p in model.backbone.parameters() if p.requires_grad]
-    aux = [v for k, v in losses.items() if k not in ("ml", "total", "lam")]
+    aux = [v for k, v in losses.items() if k in LOSSES and k != "ml"]
     if not aux:
         return 1.0
 

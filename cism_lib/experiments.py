@@ -27,11 +27,11 @@ the whole chain in Table 1; paper runs every row with 3 seeds.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,8 @@ PLANS: dict[str, Plan] = {
                            "table6": ("CIAN", "CISM", "CISM +SLSC"),
                            "table7": ("Baseline (CIAN)", "CISM", "CISM +MCSG"),
                            "table8": ("ml", "ml+sl+csm+nsc")},
-                     table_overrides={t: SCREEN_BUDGET for t in ("table4", "table5", "table6", "table7", "table8")}),
+                     table_overrides={t: SCREEN_BUDGET
+                                      for t in ("table4", "table5", "table6", "table7", "table8")}),
 }
 # Profiles whose own data are real tiles: their notebooks skip the extra "real tiles" cells.
 REAL_PROFILES = ("paper", "isaid512")
@@ -880,7 +881,8 @@ def explore(cfg: RunConfig, split: str, index: int, class_id: int | None, bg_thr
 
 __all__ = [
     "PROFILES", "TABLES", "PLANS", "Row", "Plan", "repo_root", "current_profile", "profile_config",
-    "experiment_config", "extra_real_root", "check_profile_data", "REAL_PROFILES", "output_dir", "row_config", "planned_rows", "run_rows", "per_class_iou",
+    "experiment_config", "extra_real_root", "check_profile_data", "REAL_PROFILES", "output_dir",
+    "row_config", "planned_rows", "run_rows", "per_class_iou",
     "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
     "train_live", "cam_examples", "focus_class", "image_metrics", "image_iou", "present_classes",

@@ -234,7 +234,8 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
     loader = _epoch_loader(train_ds, cfg, seed, 0)
     opt, sched = _optimizer(model, cfg, cfg.epochs * len(loader))
     history = _resume(out / CHECKPOINT, cfg, model, opt, sched)
-    weight = class_weights(train_ds, cfg.class_weights) if cfg.class_weights != "none" else None
+    # the weights read every pseudo-mask once: only when there is an epoch left to train
+    weight = class_weights(train_ds, cfg.class_weights) if len(history) < cfg.epochs else None
     if weight is not None:
         write_text_atomic(out / "class_weights.json", json.dumps(
             dict(zip(train_ds.classes.names, [round(float(v), 6) for v in weight], strict=True))) + "\n")
