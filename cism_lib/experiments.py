@@ -288,11 +288,12 @@ def screen_config(**overrides: Any) -> RunConfig:
 
 
 def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1), progress: bool = True,
-               cam_sources: bool = False, **overrides: Any) -> pd.DataFrame:
+               cam_sources: Sequence[str] | None = None, **overrides: Any) -> pd.DataFrame:
     """Run (or reuse) the screen's rows (all, or those labelled `labels`) × seeds; one line per run.
 
-    `cam_sources`: for runs with the separate SLSC scorer, also the CAMs from that scorer and from
-    its product with W_c (pipeline.score_cam_sources; columns cam_miou_<split>_<source>).
+    `cam_sources` (e.g. ("slsc", "product")): for runs with the separate SLSC scorer, also the CAMs
+    from that scorer and/or from its product with W_c (pipeline.score_cam_sources; columns
+    cam_miou_<split>_<source>).
 
     Seeds go round the rows (every row's seed 0, then every row's seed 1), so a screen cut short
     still has one seed of every row. Written to results/isaid512/screen_runs.csv after each run.
@@ -316,7 +317,7 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         grads = {k: last[k].item() for k in last.columns if k.startswith("grad_")}
         m = cfg.model
         if cam_sources and m.method == "cism" and m.use_slsc and m.sl_scorer == "separate":
-            grads.update(score_cam_sources(cfg, rd, progress=progress))
+            grads.update(score_cam_sources(cfg, rd, sources=cam_sources, progress=progress))
         records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **grads})
         # keep the lines of other rows, seeds and budgets; this run's line replaces its own
         done = pd.DataFrame(records)

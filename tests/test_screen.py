@@ -60,7 +60,7 @@ def test_unknown_row_is_named(tiles) -> None:
 def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -> None:
     monkeypatch.setattr(ex, "_load_profile", _tmp_runs(ex._load_profile, tiles))
     assert main(["screen", "--rows", "CAM", "--seeds", "0", "--tiles", "4"]) == 0
-    df = ex.run_screen(["CISM"], seeds=(0,), progress=False, cam_sources=True, **{"data.max_train": 4}, **TINY)
+    df = ex.run_screen(["CISM"], seeds=(0,), progress=False, cam_sources=("slsc", "product"), **{"data.max_train": 4}, **TINY)
     assert len(df) == 1 and 0 <= df["cam_miou_val"].iloc[0] <= 1
     for source in ("slsc", "product"):  # hypothesis 1: the same run's CAMs from other weights
         assert 0 <= df[f"cam_miou_val_{source}"].iloc[0] <= 1 and 0 <= df[f"cam_miou_train_{source}"].iloc[0] <= 1
@@ -73,6 +73,26 @@ def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -
     ex.run_screen(["CISM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)  # reused
     assert len(pd.read_csv(tiles / "results" / "isaid512" / "screen_runs.csv")) == 2
     assert "CAM" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, sources", [([], None), (["--cam-sources"], ("slsc", "product")),
+                                            (["--cam-sources", "product"], ["product"])])
+def test_cli_cam_sources_flag_picks_the_sources(flags, sources, monkeypatch) -> None:
+    seen = {}
+
+    def fake(rows, seeds, cam_sources=None, **overrides):
+        seen["sources"] = cam_sources
+        return pd.DataFrame({"row": ["CISM"], "seed": [0]})
+
+    monkeypatch.setattr(ex, "run_screen", fake)
+    assert main(["screen", "--rows", "CISM", "--seeds", "0", *flags]) == 0
+    assert seen["sources"] == sources
+
+
+def test_cli_cam_sources_rejects_an_unknown_source(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["screen", "--cam-sources", "pixels"])
+    assert "invalid choice: 'pixels'" in capsys.readouterr().err
 
 
 def _tmp_runs(load, tmp_path):
