@@ -88,7 +88,6 @@ class PairDataset(_Indexed):
         # Per-class membership, bool [K, N] (row k = images containing class k): the union of a
         # query's rows is its candidate set in one vectorised OR.
         self.class_members = np.ascontiguousarray(self.labels.T)
-        self.class_index = [np.flatnonzero(row) for row in self.class_members]
         class_sizes = self.labels.sum(axis=0)
         has_partner = (self.labels & (class_sizes >= 2)).any(axis=1)
         self.self_paired = [base.ids[i] for i in self.query_index if not has_partner[i]]
