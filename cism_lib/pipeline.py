@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,6 +161,19 @@ def stage_done(rd: Path, stage: str) -> bool:
 def mark_done(rd: Path, stage: str, info: dict[str, Any]) -> None:
     """Write a stage's marker (atomically, after its outputs)."""
     write_json_atomic(rd / "stages" / f"{stage}.json", info)
+
+
+def stage_seconds(rd: Path) -> dict[str, float]:
+    """Wall time of each finished stage of a run (from its markers; stages of older runs that
+    did not record it are left out)."""
+    out = {}
+    for stage in STAGES:
+        path = rd / "stages" / f"{stage}.json"
+        if path.exists():
+            seconds = json.loads(path.read_text()).get("seconds")
+            if seconds is not None:
+                out[stage] = float(seconds)
+    return out
 
 
 def read_metrics(rd: Path) -> dict[str, Any]:
@@ -370,12 +384,13 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
             continue  # under torchrun every rank trains; rank 0 alone runs the other stages
         if stage_done(rd, stage) and not force:
             continue
+        start = time.perf_counter()
         if stage == "train":
             info = stage_train(cfg, rd, resume=resume, progress=progress)
         else:
             info = STAGE_FUNCS[stage](cfg, rd, progress=progress)
-        if main:
-            mark_done(rd, stage, info)
+        if main:  # with its wall time, so a profile's cost can be split by stage (stage_seconds)
+            mark_done(rd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
     return rd
 
 

@@ -57,6 +57,9 @@ def test_whole_chain_writes_records_and_protocol(full_run):
     assert cam["protocol"]["reported_split"] == "train"
     assert len(list((rd / "pseudo" / "train").glob("*.png"))) == 16
     assert len(json.loads((rd / "versions.json").read_text())["torch"]) > 0
+    seconds = pipeline.stage_seconds(rd)  # every stage's wall time, from its marker
+    assert list(seconds) == list(pipeline.STAGES) and all(s >= 0 for s in seconds.values())
+    assert seconds["train"] > 0
 
 
 def test_finished_stages_are_skipped(full_run, monkeypatch):
