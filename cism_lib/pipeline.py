@@ -93,10 +93,15 @@ def run_dir(cfg: RunConfig) -> Path:
     the data), so none of them enter it: the same configuration reached from two notebooks, or
     from two checkouts, reuses one run. A run with seg.enabled false never uses the other seg
     values, so they do not enter it either. An iSAID root given by the environment variable
-    counts as if it were passed as data.root (one folder for the same data either way).
+    counts as if it were passed as data.root (one folder for the same data either way), and a
+    real root enters as its resolved absolute path, so `../data/x` and `/abs/data/x` naming the
+    same folder make one run, whatever the working directory.
     """
-    if given_root(cfg.data) != cfg.data.root:
-        cfg = replace(cfg, **{"data.root": given_root(cfg.data)})
+    root = given_root(cfg.data)
+    if root and cfg.data.dataset != "synthetic":
+        root = str(Path(root).expanduser().resolve())
+    if root != cfg.data.root:
+        cfg = replace(cfg, **{"data.root": root})
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")

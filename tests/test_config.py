@@ -87,6 +87,22 @@ def test_run_dir_of_an_isaid_root_from_the_environment(tmp_path, monkeypatch):
     assert run_dir(cfg) == run_dir(replace(cfg, **{"data.root": "/data/other"}))
 
 
+def test_run_dir_of_a_real_root_spelled_relative_or_absolute_is_one_run(tmp_path, monkeypatch):
+    from cism_lib.pipeline import ISAID_ENV, cpu_bf16_run, run_dir
+
+    (tmp_path / "data" / "isaid").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = replace(RunConfig(), **{"out_dir": str(tmp_path / "runs"), "data.dataset": "isaid"})
+    absolute = replace(cfg, **{"data.root": str(tmp_path / "data" / "isaid")})
+    assert run_dir(replace(cfg, **{"data.root": "../data/isaid"})) == run_dir(absolute)
+    monkeypatch.setenv(ISAID_ENV, "../data/./isaid")
+    assert run_dir(cfg) == run_dir(absolute)
+    # an absolute, canonical root hashes as itself: run folders named before this rule stay valid
+    extra = {"runtime.precision": "bf16"} if cpu_bf16_run(absolute) else {}
+    assert run_dir(absolute).name == f"cism-{config_hash(absolute, exclude=('name', 'out_dir'), extra=extra)}"
+
+
 def test_classifier_checkpoint_model_check(tmp_path):
     import torch
 
