@@ -222,9 +222,6 @@ def markdown(text: str) -> Any:
     return Markdown(text)
 
 
-
-
-
 def reading_table1(df: pd.DataFrame) -> str:
     """A written reading of compare_table1's frame (per-class IoU, percent), as Markdown.
 
@@ -271,5 +268,41 @@ def figure_reading(samples: Sequence[Mapping[str, Any]]) -> str:
             + ", ".join(f"**{n}** {m:.1f}" for n, m in means.items())
             + f". Highest here: {best}. {len(samples)} hand-picked images (those with the most classes) are "
             "an illustration; the tables measure the whole split.")
+
+
+def reading_table2(df: pd.DataFrame) -> str:
+    """A written reading of compare('table2')'s frame (pseudo-masks and DeepLab, percent), as Markdown:
+    each model's pseudo-mask and DeepLab mIoU (the paper's DeepLab in brackets), the two orderings,
+    and whether DeepLab rose above the pseudo-masks it learned from (the paper's Table 2 pattern)."""
+    need = {"model", "ours pseudo mIoU", "ours DeepLab mIoU"}
+    if not need <= set(df.columns):
+        return f"*No reading: the table lacks {sorted(need - set(df.columns))}.*"
+    rows = {str(r["model"]): r for _, r in df.iterrows()
+            if not math.isnan(_number(r["ours pseudo mIoU"])) or not math.isnan(_number(r["ours DeepLab mIoU"]))}
+    if not rows:
+        return "*No model ran the whole chain in this profile.*"
+    pseudo = {m: _number(r["ours pseudo mIoU"]) for m, r in rows.items()}
+    seg = {m: _number(r["ours DeepLab mIoU"]) for m, r in rows.items()}
+    lines = ["Pseudo-mask mIoU on the training split / DeepLab mIoU on val (ours; the paper's DeepLab in "
+             "brackets): " + ", ".join(
+                 f"**{m}** {cell(pseudo[m])} / {cell(seg[m])} ({cell(_number(r.get('paper DeepLab mIoU')))})"
+                 for m, r in rows.items()) + "."]
+    for name, values in (("pseudo-masks", pseudo), ("DeepLab", seg)):
+        ran = [m for m in values if not math.isnan(values[m])]
+        if len(ran) > 1:
+            lines.append(f"Ours ranks the {name} {' < '.join(sorted(ran, key=values.get))}.")
+    both = [m for m in rows if not (math.isnan(pseudo[m]) or math.isnan(seg[m]))]
+    above = [m for m in both if seg[m] > pseudo[m]]
+    if both:
+        lines.append(f"DeepLab above the pseudo-masks it learned from for {len(above)} of {len(both)} models"
+                     + (f" ({', '.join(above)})" if above else "")
+                     + " (the splits differ: masks scored on train, DeepLab on val); in the paper DeepLab "
+                     "on CISM's masks (35.8) is above CISM's CAMs (32.2).")
+    seeds = [int(_number(n)) for n in df.get("n_seeds", []) if not math.isnan(_number(n))]
+    if seeds and min(seeds) < 2:
+        lines.append("*One seed per model: an observation, not a finding.*")
+    return " ".join(lines)
+
+
 __all__ = ["cell", "view", "table", "caption_of", "runs_view", "metrics_view", "reading", "reading_table1",
-           "figure_reading", "markdown", "markdown_table", "DASH"]
+           "reading_table2", "figure_reading", "markdown", "markdown_table", "DASH"]

@@ -76,6 +76,12 @@ experiments.write_table(table2, 'table2_supervision', PROFILE)
 experiments.styled(table2)
 
 # %% [markdown]
+# What our Table 2 shows (written from the table above by `display.reading_table2`):
+
+# %%
+display.markdown(display.reading_table2(table2))
+
+# %% [markdown]
 # ## The real iSAID tiles
 #
 # Skipped unless `CISM_ISAID_ROOT` is set, and in a profile that runs on the real tiles already (`isaid512`, `paper`: the tables above are theirs).

@@ -111,3 +111,20 @@ def test_screen_summary_gives_mean_std_over_seeds_in_screen_order_and_markdown_r
     assert summary.iloc[1]["val mIoU"] == "8.0" and summary.iloc[1]["norm_sl"] == "2.00"
     text = display.markdown_table(summary[["row", "val mIoU"]])
     assert text.splitlines() == ["| row | val mIoU |", "|---|---:|", "| CAM | 6.0 ± 1.4 |", "| CISM | 8.0 |"]
+
+
+def test_reading_table2_gives_both_orderings_and_whether_deeplab_rose_above_its_masks() -> None:
+    nan = math.nan
+    df = pd.DataFrame({"model": ["CAM", "CIAN", "CISM"], "paper DeepLab mIoU": [nan, 23.9, 35.8],
+                       "ours pseudo mIoU": [34.1, 32.1, 29.0], "ours DeepLab mIoU": [14.9, 35.0, 10.7],
+                       "n_seeds": [1, 1, 1]})
+    text = display.reading_table2(df)
+    assert "**CAM** 34.1 / 14.9 (–)" in text and "**CISM** 29.0 / 10.7 (35.8)" in text
+    assert "ranks the pseudo-masks CISM < CIAN < CAM" in text
+    assert "ranks the DeepLab CISM < CAM < CIAN" in text
+    assert "DeepLab above the pseudo-masks it learned from for 1 of 3 models (CIAN)" in text
+    assert "One seed per model" in text
+    assert "One seed" not in display.reading_table2(df.assign(n_seeds=2))
+    unrun = df.assign(**{"ours pseudo mIoU": nan, "ours DeepLab mIoU": nan})
+    assert display.reading_table2(unrun) == "*No model ran the whole chain in this profile.*"
+    assert "lacks" in display.reading_table2(df.drop(columns=["ours DeepLab mIoU"]))
