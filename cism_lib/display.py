@@ -304,5 +304,30 @@ def reading_table2(df: pd.DataFrame) -> str:
     return " ".join(lines)
 
 
-__all__ = ["cell", "view", "table", "caption_of", "runs_view", "metrics_view", "reading", "reading_table1",
+def category_shift(shift: pd.DataFrame) -> pd.DataFrame:
+    """The long categories-per-query table of Figure 6 (n_categories, images, fraction, dataset)
+    as one row per category count and one column per distribution, in percent."""
+    wide = shift.pivot(index="n_categories", columns="dataset", values="fraction") * 100
+    wide = wide[list(dict.fromkeys(shift["dataset"]))]  # the distributions in their given order
+    wide.columns.name = None
+    return wide.round(1).rename_axis("categories per query")
+
+
+def reading_figure6(shift: pd.DataFrame) -> str:
+    """A written reading of Figure 6's distributions (category_shift's input), as Markdown: the
+    share of queries with 1-2 and with 4+ categories before and with MCSG."""
+    wide = category_shift(shift)
+    if wide.shape[1] != 2:
+        return "*No reading: Figure 6 compares exactly two distributions.*"
+    (a, before), (b, after) = wide.items()
+    low = [k for k in wide.index if str(k) in ("1", "2")]
+    high = [k for k in wide.index if str(k) not in ("0", "1", "2", "3")]
+    return (f"Queries with 1-2 categories: {before[low].sum():.1f} % {a} → {after[low].sum():.1f} % {b}; "
+            f"with 4 or more: {before[high].sum():.1f} % → {after[high].sum():.1f} %. "
+            + ("MCSG moves mass towards multi-category queries, as the paper's Figure 6 shows."
+               if after[high].sum() > before[high].sum() else
+               "MCSG does not add multi-category queries here, unlike the paper's Figure 6."))
+
+
+__all__ = ["cell", "category_shift", "reading_figure6", "view", "table", "caption_of", "runs_view", "metrics_view", "reading", "reading_table1",
            "reading_table2", "figure_reading", "markdown", "markdown_table", "DASH"]

@@ -30,7 +30,7 @@ N_MOSAICS = 4    # mosaics shown
 N_QUERIES = 2000  # training queries drawn for the distribution
 
 # %%
-from cism_lib import experiments, pipeline, viz
+from cism_lib import display, experiments, pipeline, viz
 
 PROFILE = PROFILE or experiments.current_profile()
 PROFILE
@@ -52,9 +52,13 @@ viz.save_figure(fig, 'figure6_mcsg', PROFILE)
 fig
 
 # %% [markdown]
-# The same distribution as numbers (`results/figure6_categories.csv`):
+# The same distribution as numbers, % of the queries drawn (`results/figure6_categories.csv`
+# keeps counts and fractions), and what it shows (written from it by `display.reading_figure6`):
 
 # %%
 shift = experiments.statistics_tables({'before MCSG': before, 'with MCSG': after})['categories']
 experiments.write_table(shift, 'figure6_categories', PROFILE)
-shift
+display.category_shift(shift)
+
+# %%
+display.markdown(display.reading_figure6(shift))

@@ -128,3 +128,18 @@ def test_reading_table2_gives_both_orderings_and_whether_deeplab_rose_above_its_
     unrun = df.assign(**{"ours pseudo mIoU": nan, "ours DeepLab mIoU": nan})
     assert display.reading_table2(unrun) == "*No model ran the whole chain in this profile.*"
     assert "lacks" in display.reading_table2(df.drop(columns=["ours DeepLab mIoU"]))
+
+
+def test_category_shift_is_wide_in_percent_and_its_reading_follows_the_mass() -> None:
+    cats = [0, 1, 2, 3, 4, "5+"]  # as statistics_tables writes them: counts, then "5+"
+    long = pd.DataFrame({"n_categories": cats * 2, "images": [0] * 12,
+                         "fraction": [0, .3, .4, .2, .05, .05, 0, .2, .3, .2, .1, .2],
+                         "dataset": ["before MCSG"] * 6 + ["with MCSG"] * 6})
+    wide = display.category_shift(long)
+    assert list(wide.columns) == ["before MCSG", "with MCSG"] and len(wide) == 6
+    assert wide.loc[1, "before MCSG"] == pytest.approx(30.0) and wide.loc["5+", "with MCSG"] == pytest.approx(20.0)
+    text = display.reading_figure6(long)
+    assert "1-2 categories: 70.0 % before MCSG → 50.0 % with MCSG" in text
+    assert "4 or more: 10.0 % → 30.0 %" in text and "moves mass towards" in text
+    flat = long.assign(fraction=[0, .3, .4, .2, .05, .05] * 2)
+    assert "does not add multi-category queries" in display.reading_figure6(flat)
