@@ -102,3 +102,22 @@ def _tmp_runs(load, tmp_path):
     def patched(profile: str):
         return replace(load(profile), out_dir=str(tmp_path / "runs"), **TINY)
     return patched
+
+
+def test_inside_cism_notebook_path_of_the_isaid512_profile_runs_on_real_tiles(tiles, monkeypatch) -> None:
+    """12_inside_cism under PROFILE=isaid512: the CAM figures' CISM run of that profile (real tiles,
+    trained here at a tiny budget) through inside_example and every drawing of the notebook."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cism_lib import viz
+
+    monkeypatch.setattr(ex, "_load_profile", _tmp_runs(ex._load_profile, tiles))
+    assert ex.extra_real_root("isaid512") is None          # the notebook takes the figure-run branch
+    cfg = ex.figure_runs("figure7", "isaid512")["CISM +SLSC"]
+    assert cfg.data.dataset == "isaid" and cfg.model.method == "cism"
+    example = ex.inside_example(cfg, "val", 0, progress=False)
+    assert example["data"].startswith("iSAID") or "isaid" in example["data"].lower()
+    for draw in ("inside_cams", "inside_prototypes", "inside_matching", "inside_similarity", "inside_scores"):
+        fig = getattr(viz, draw)(example)
+        assert fig.axes, draw
