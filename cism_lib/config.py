@@ -151,6 +151,10 @@ class SegConfig:
     # inverse_sqrt (w_c ∝ f_c^-1/2) | median_frequency (SegNet's median(f) / f_c); normalised so
     # that the mean weight over the training pixels is 1.
     class_weights: str = "none"
+    # Scoring on val: scales and horizontal flip averaged (softmax) before the argmax; (1.0,), false:
+    # single scale, the logits' argmax
+    eval_scales: tuple[float, ...] = (1.0,)
+    eval_flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,9 @@ def validate(cfg: Any, where: str = "config") -> None:
         checks[SegConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be sgd or adam"),
                              (cfg.head in ("largefov", "deeplabv3"), "head must be largefov or deeplabv3"),
                              (cfg.class_weights in CLASS_WEIGHTS,
-                              f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}")]
+                              f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}"),
+                             (len(cfg.eval_scales) > 0 and all(s > 0 for s in cfg.eval_scales),
+                              "eval_scales must be a non-empty list of positive scales")]
     if isinstance(cfg, RunConfig):
         checks[RunConfig] = [(cfg.threads is None or cfg.threads >= 1, "threads must be >= 1 or null")]
     for ok, msg in checks.get(type(cfg), []):

@@ -360,7 +360,8 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
     model = build_segmenter(cfg.seg, train_ds.classes.num_classes)
     train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
                     amp=cfg.train.amp)
-    return evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp)
+    return evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
+                              scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip)
 
 
 STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {

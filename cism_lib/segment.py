@@ -254,19 +254,44 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
     return history
 
 
+def _test_time_probs(model: nn.Module, image: torch.Tensor, scales: tuple[float, ...], flip: bool,
+                     precision: Precision) -> torch.Tensor:
+    """Class scores [1,C,H,W] of one image: its logits at scale 1 without flip (the single-scale
+    protocol, exactly), else the mean softmax over scales × flips at the image's size."""
+    size = image.shape[-2:]
+    if tuple(scales) == (1.0,) and not flip:
+        with precision.autocast():
+            return model(precision.images(image)).float()
+    total = torch.zeros(())
+    for s in scales:
+        x = image if s == 1.0 else F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=False)
+        for flipped in ((False, True) if flip else (False,)):
+            with precision.autocast():
+                logits = model(precision.images(x.flip(-1) if flipped else x)).float()
+            logits = logits.flip(-1) if flipped else logits
+            if logits.shape[-2:] != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            total = total + logits.softmax(1)
+    return total
+
+
 @torch.no_grad()
 def evaluate_segmenter(model: nn.Module, val_ds: Any, device: torch.device | str,
-                       split: str | None = None, amp: bool = True) -> dict[str, Any]:
-    """Single-scale, no-CRF mIoU/OA on a dataset yielding {"image", "mask"} dicts (one at a time)."""
+                       split: str | None = None, amp: bool = True, scales: tuple[float, ...] = (1.0,),
+                       flip: bool = False) -> dict[str, Any]:
+    """mIoU/OA (no CRF) on a dataset yielding {"image", "mask"} dicts (one at a time).
+
+    Single scale by default; with other `scales` and/or `flip`, the class probabilities of every
+    rescaled (and horizontally flipped) copy, resized back to the image, are averaged before the
+    argmax (DeepLab's multi-scale testing)."""
     device = torch.device(device)
     precision = precision_for(device, amp, inference=True)
     precision.model(model.to(device).eval())
     cm = ConfusionMatrix(val_ds.classes.num_classes)
     for i in range(len(val_ds)):
         item = val_ds[i]
-        with precision.autocast():
-            logits = model(precision.images(item["image"].unsqueeze(0).to(device))).float()
-        cm.update(torch.as_tensor(item["mask"]).to(device), logits.argmax(1)[0])
+        image = item["image"].unsqueeze(0).to(device)
+        cm.update(torch.as_tensor(item["mask"]).to(device), _test_time_probs(model, image, scales, flip, precision).argmax(1)[0])
     protocol = {"split": split or str(getattr(val_ds, "split", None) or type(val_ds).__name__),
-                "scales": [1.0], "flip": False, "crf": False, **precision.record()}
+                "scales": [float(s) for s in scales], "flip": bool(flip), "crf": False, **precision.record()}
     return {"protocol": protocol, **with_class_names(cm.compute(), val_ds.classes.names)}

@@ -149,6 +149,39 @@ def test_evaluate_segmenter(tmp_path) -> None:
     assert background["oa"] == pytest.approx(1 / 3) and background["protocol"]["split"] == "toyval"
 
 
+class LeftRight(nn.Module):
+    """Class 1's logit ramps from -1 (left) to +1 (right) over class 0's constant 0: class 1 on the
+    right half; averaged with its flip the two probabilities tie at 1/2 everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-1, 1, x.shape[-1]).expand(x.shape[0], x.shape[-2], -1)
+        return torch.stack([torch.zeros_like(ramp), ramp], dim=1)
+
+
+def test_evaluate_segmenter_flip_and_scales_average_probabilities(tmp_path) -> None:
+    from cism_lib.classes import ClassSet
+
+    class Blank:  # one 4x8 image whose ground truth is background everywhere
+        classes = ClassSet(name="blank", names=("background", "thing"), palette=((0, 0, 0), (255, 0, 0)))
+
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> dict:
+            return {"image": torch.zeros(3, 4, 8), "mask": torch.zeros(4, 8, dtype=torch.long)}
+
+    single = evaluate_segmenter(LeftRight(), Blank(), "cpu", amp=False)
+    assert single["oa"] == pytest.approx(0.5)                # the right half says "thing"
+    flipped = evaluate_segmenter(LeftRight(), Blank(), "cpu", amp=False, flip=True)
+    assert flipped["oa"] == pytest.approx(1.0)               # 1/2 vs 1/2: ties go to background
+    assert flipped["protocol"]["flip"] is True and flipped["protocol"]["scales"] == [1.0]
+    # a pixel-wise model scored over three scales keeps the toy's colour blocks
+    multi = evaluate_segmenter(ColourOracle(), _pseudo_ds(tmp_path), "cpu", scales=(0.5, 1.0, 1.5), flip=True)
+    assert multi["miou"] > 0.9 and multi["protocol"]["scales"] == [0.5, 1.0, 1.5]
+    with pytest.raises(ConfigError, match="eval_scales"):
+        replace(RunConfig(), **{"seg.eval_scales": ()})
+
+
 @pytest.mark.parametrize("name, kind", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
 def test_optimizer_choice_and_head_lr_mult(name: str, kind: type) -> None:
     from cism_lib.segment import _optimizer
