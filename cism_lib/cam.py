@@ -24,9 +24,11 @@ from cism_lib.runtime import Precision, atomic_path, precision_for, write_text_a
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool,
-               precision: Precision) -> torch.Tensor:
-    """CAM of images resized by `scale` (plus the flipped-back CAM of the mirror) at full size."""
+def scaled_forward(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, scale: float,
+                   flip: bool, precision: Precision) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`forward` (under `precision`, output in fp32) on images resized by `scale`, and on their
+    mirror in the same batch, flipped back: (output, mirrored output or None without flip), at the
+    resolution `forward` returns. The test-time views of multi-scale CAMs and DeepLab scoring."""
     b, _, h, w = images.shape
     x = images
     if scale != 1.0:
@@ -35,10 +37,17 @@ def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool,
     if flip:
         x = torch.cat([x, x.flip(-1)], dim=0)
     with precision.autocast():
-        cam = model.cam(precision.images(x)).float()
-    if flip:
-        cam = cam[:b] + cam[b:].flip(-1)
-    return F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)
+        out = forward(precision.images(x)).float()
+    return (out[:b], out[b:].flip(-1)) if flip else (out, None)
+
+
+def _scale_cam(model: nn.Module, images: torch.Tensor, scale: float, flip: bool,
+               precision: Precision) -> torch.Tensor:
+    """CAM of images resized by `scale` (plus the flipped-back CAM of the mirror) at full size."""
+    cam, mirror = scaled_forward(model.cam, images, scale, flip, precision)
+    if mirror is not None:
+        cam = cam + mirror
+    return F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cism_lib.cam import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_image
+from cism_lib.cam import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_image, scaled_forward
 from cism_lib.classes import IGNORE_INDEX
 from cism_lib.config import SegConfig, matches_stored, to_dict
 from cism_lib.crf import read_index_png
@@ -257,21 +257,18 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
 def _test_time_probs(model: nn.Module, image: torch.Tensor, scales: tuple[float, ...], flip: bool,
                      precision: Precision) -> torch.Tensor:
     """Class scores [1,C,H,W] of one image: its logits at scale 1 without flip (the single-scale
-    protocol, exactly), else the mean softmax over scales × flips at the image's size."""
-    size = image.shape[-2:]
+    protocol, exactly), else the mean softmax over scales × flips (cam.scaled_forward's views,
+    resized back to the image)."""
     if tuple(scales) == (1.0,) and not flip:
         with precision.autocast():
             return model(precision.images(image)).float()
-    total = torch.zeros(())
+    size, total = image.shape[-2:], torch.zeros(())
     for s in scales:
-        x = image if s == 1.0 else F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=False)
-        for flipped in ((False, True) if flip else (False,)):
-            with precision.autocast():
-                logits = model(precision.images(x.flip(-1) if flipped else x)).float()
-            logits = logits.flip(-1) if flipped else logits
-            if logits.shape[-2:] != size:
-                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            total = total + logits.softmax(1)
+        for view in scaled_forward(model, image, s, flip, precision):
+            if view is not None:
+                if view.shape[-2:] != size:
+                    view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
+                total = total + view.softmax(1)
     return total
 
 
@@ -290,8 +287,8 @@ def evaluate_segmenter(model: nn.Module, val_ds: Any, device: torch.device | str
     cm = ConfusionMatrix(val_ds.classes.num_classes)
     for i in range(len(val_ds)):
         item = val_ds[i]
-        image = item["image"].unsqueeze(0).to(device)
-        cm.update(torch.as_tensor(item["mask"]).to(device), _test_time_probs(model, image, scales, flip, precision).argmax(1)[0])
+        scores = _test_time_probs(model, item["image"].unsqueeze(0).to(device), scales, flip, precision)
+        cm.update(torch.as_tensor(item["mask"]).to(device), scores.argmax(1)[0])
     protocol = {"split": split or str(getattr(val_ds, "split", None) or type(val_ds).__name__),
                 "scales": [float(s) for s in scales], "flip": bool(flip), "crf": False, **precision.record()}
     return {"protocol": protocol, **with_class_names(cm.compute(), val_ds.classes.names)}
