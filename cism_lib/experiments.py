@@ -318,7 +318,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         m = cfg.model
         if cam_sources and m.method == "cism" and m.use_slsc and m.sl_scorer == "separate":
             grads.update(score_cam_sources(cfg, rd, sources=cam_sources, progress=progress))
-        records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **grads})
+        budget = {"tiles": cfg.data.max_train, "epochs": cfg.train.epochs}
+        records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget, **grads})
         # keep the lines of other rows, seeds and budgets; this run's line replaces its own
         done = pd.DataFrame(records)
         old = table[~table["run"].isin(done["run"])] if len(table) else table
@@ -352,20 +353,37 @@ SCREEN_GRADS = ("grad_norm_ml", "grad_norm_sl", "grad_cos_sl", "grad_norm_csm", 
 
 
 def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """The screen's lines (screen_runs.csv) per row: seeds, CAM mIoU (percent, mean ± std over
-    seeds, val scored with the threshold chosen on the training tiles, and the reverse), its
-    distance to the all-background line, and the mean per-loss backbone gradient norms / cosines
-    with L_ml of the last batch (train.grad_probe). Rows keep the order of experiments.SCREEN."""
+    """The screen's lines (screen_runs.csv) per row and budget (training tiles × epochs): seeds,
+    CAM mIoU (percent, mean ± std over seeds, val scored with the threshold chosen on the training
+    tiles, and the reverse), its distance to the all-background line, the val mIoU of the CAMs from
+    the SLSC scorer and from its product with W_c where scored (hypothesis 1), and the mean
+    per-loss backbone gradient norms / cosines with L_ml of the last batch (train.grad_probe).
+    Rows keep the order of experiments.SCREEN, smaller budgets first."""
     from cism_lib.display import cell
 
+    runs = runs.copy()
+    for key, default in (("tiles", SCREEN_BUDGET["data.max_train"]), ("epochs", SCREEN_BUDGET["train.epochs"])):
+        runs[key] = (runs[key] if key in runs.columns else pd.Series(math.nan, index=runs.index)).fillna(default)
     order = [r.label for r in SCREEN]
+
+    def rank(kv: tuple) -> tuple:
+        (label, tiles, epochs), _ = kv
+        return (tiles * epochs, order.index(label) if label in order else len(order))
+
+    def mean_std(values: pd.Series) -> str:
+        return cell(100 * values.mean(), 100 * values.std(ddof=1) if len(values) > 1 else math.nan)
+
     lines = []
-    for label, g in sorted(runs.groupby("row", sort=False), key=lambda kv: order.index(kv[0])
-                           if kv[0] in order else len(order)):
-        line: dict[str, Any] = {"row": label, "seeds": ", ".join(str(int(s)) for s in sorted(g["seed"]))}
+    for (label, tiles, epochs), g in sorted(runs.groupby(["row", "tiles", "epochs"], sort=False), key=rank):
+        line: dict[str, Any] = {"row": label, "tiles × epochs": f"{int(tiles)} × {int(epochs)}",
+                                "seeds": ", ".join(str(int(s)) for s in sorted(g["seed"]))}
         for name, key in SCREEN_METRICS.items():
-            line[name] = cell(100 * g[key].mean(), 100 * g[key].std(ddof=1) if len(g) > 1 else math.nan)
+            line[name] = mean_std(g[key])
         line["val − all-BG"] = f"{100 * (g['cam_miou_val'] - g['all_background_miou_val']).mean():+.1f}"
+        for source in ("slsc", "product"):
+            key = f"cam_miou_val_{source}"
+            if key in g.columns and g[key].notna().any():
+                line[f"val mIoU, {source} CAM"] = mean_std(g[key].dropna())
         for key in SCREEN_GRADS:
             if key in g.columns and g[key].notna().any():
                 line[key.replace("grad_", "")] = f"{g[key].mean():.2f}"

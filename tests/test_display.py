@@ -113,6 +113,20 @@ def test_screen_summary_gives_mean_std_over_seeds_in_screen_order_and_markdown_r
     assert text.splitlines() == ["| row | val mIoU |", "|---|---:|", "| CAM | 6.0 ± 1.4 |", "| CISM | 8.0 |"]
 
 
+def test_screen_summary_keeps_budgets_apart_and_shows_the_product_cams_where_scored() -> None:
+    runs = pd.DataFrame({
+        "row": ["CISM", "CISM", "CISM", "CAM"], "seed": [0, 1, 0, 0], "tiles": [600, 600, 2300, math.nan],
+        "epochs": [1, 1, 1, math.nan], "cam_miou_val": [0.08, 0.06, 0.15, 0.07],
+        "cam_miou_train": [0.09, 0.07, 0.16, 0.07], "all_background_miou_val": [0.057] * 4,
+        "cam_miou_val_product": [0.10, 0.08, math.nan, math.nan]})
+    summary = experiments.screen_summary(runs)
+    # a line without a budget is the screen's 600 × 1; the full budget comes after every screen line
+    assert summary[["row", "tiles × epochs", "seeds"]].values.tolist() == [
+        ["CAM", "600 × 1", "0"], ["CISM", "600 × 1", "0, 1"], ["CISM", "2300 × 1", "0"]]
+    assert summary.iloc[1]["val mIoU"] == "7.0 ± 1.4" and summary.iloc[1]["val mIoU, product CAM"] == "9.0 ± 1.4"
+    assert summary.iloc[0]["val mIoU, product CAM"] == "–" and summary.iloc[2]["val mIoU"] == "15.0"
+
+
 def test_reading_table2_gives_both_orderings_and_whether_deeplab_rose_above_its_masks() -> None:
     nan = math.nan
     df = pd.DataFrame({"model": ["CAM", "CIAN", "CISM"], "paper DeepLab mIoU": [nan, 23.9, 35.8],
