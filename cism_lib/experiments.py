@@ -672,7 +672,7 @@ def dataset_labels(cfg: RunConfig, split: str | None = None, progress: bool = Tr
     from cism_lib.pipeline import open_split
 
     ds = open_split(cfg, split or cfg.data.train_split, progress=progress)
-    return np.asarray(ds.labels, dtype=bool), ds.classes
+    return np.asarray(ds.load_labels(progress=progress), dtype=bool), ds.classes
 
 
 def figure5_labels(profile: str, progress: bool = True) -> dict[str, np.ndarray]:

@@ -50,12 +50,16 @@ def open_split(cfg: RunConfig, split: str, transform: Any = None, progress: bool
     if d.dataset == "voc":
         from cism_lib.data.voc import VOCFolder
 
-        return VOCFolder(root, split, transform=transform, min_pixels=d.min_pixels,
-                         skip_bad=d.skip_bad, max_items=limit)
-    from cism_lib.data.isaid import SegFolder
+        ds = VOCFolder(root, split, transform=transform, min_pixels=d.min_pixels,
+                       skip_bad=d.skip_bad, max_items=limit)
+    else:
+        from cism_lib.data.isaid import SegFolder
 
-    return SegFolder(root, split, layout=d.layout, transform=transform, min_pixels=d.min_pixels,
-                     skip_bad=d.skip_bad, max_items=limit)
+        ds = SegFolder(root, split, layout=d.layout, transform=transform, min_pixels=d.min_pixels,
+                       skip_bad=d.skip_bad, max_items=limit)
+    if not progress:  # the labels now, without the bar their first use would show
+        ds.load_labels(progress=False)
+    return ds
 
 
 def normalization(cfg: RunConfig):

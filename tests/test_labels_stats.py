@@ -63,6 +63,21 @@ def test_cache_hit_reads_no_mask(isaid_devkit, monkeypatch):
     assert np.array_equal(SegFolder(root, "train").labels, first)
 
 
+def test_open_split_without_progress_derives_the_labels_with_no_bar(isaid_devkit, tmp_path, capsys, monkeypatch):
+    from cism_lib import pipeline
+    from cism_lib.config import load_config
+
+    monkeypatch.delenv("CISM_HEADLESS", raising=False)  # a bar would show outside headless runs
+    root, masks = isaid_devkit
+    cfg = load_config(None, {"data.dataset": "isaid", "data.root": str(root), "out_dir": str(tmp_path)})
+    ds = pipeline.open_split(cfg, "train", progress=False)
+    assert "labels" not in capsys.readouterr().err  # the first (uncached) derivation, silently
+    assert np.array_equal(ds.labels, expected_labels([masks[i] for i in ds.ids], ISAID, 1))
+    (root / "train" / cache_name(1)).unlink()
+    SegFolder(root, "train").load_labels(progress=True)
+    assert "labels train" in capsys.readouterr().err  # with progress, the same derivation shows its bar
+
+
 def test_stale_cache_rebuilt(isaid_devkit, rng):
     root, masks = isaid_devkit
     assert SegFolder(root, "train").labels.shape == (6, 15)

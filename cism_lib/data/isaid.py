@@ -54,9 +54,13 @@ class SegDataset:
     @property
     def labels(self) -> np.ndarray:
         """Image-level labels bool [N, K], computed from the masks on first use and cached."""
+        return self.load_labels()
+
+    def load_labels(self, progress: bool = True) -> np.ndarray:
+        """`labels`, with a progress bar over the masks not in the label cache yet (`progress`)."""
         if self._labels is None:
             from cism_lib.data.labels import image_labels
-            self._labels = image_labels(self, min_pixels=self.min_pixels)
+            self._labels = image_labels(self, min_pixels=self.min_pixels, progress=progress)
         return self._labels
 
     def set_epoch(self, epoch: int) -> None:
