@@ -86,6 +86,10 @@ class TrainConfig:
     poly_power: float = 0.9
     amp: bool = True                    # bf16 autocast on CUDA and bf16-native CPUs; false: fp32
     channels_last: bool = True          # with bf16 only (runtime.precision_for)
+    # How Lite0's depthwise convolutions backpropagate on CPU (classifier and DeepLab): aten
+    # (PyTorch's kernels) | conv (as forward convolutions: the same gradients to rounding, the
+    # backward ~3× faster here; models.backbones.set_depthwise_grad, docs/benchmarks.md)
+    depthwise_grad: str = "aten"
     seed: int = 0
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
@@ -266,7 +270,8 @@ def validate(cfg: Any, where: str = "config") -> None:
         checks[TrainConfig] = [(cfg.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
                                (cfg.batch_size >= 1, "batch_size must be >= 1"),
                                (0.0 <= cfg.aux_warmup <= 1.0, "aux_warmup must be in [0, 1]"),
-                               (cfg.lam_balance_every >= 0, "lam_balance_every must be >= 0")]
+                               (cfg.lam_balance_every >= 0, "lam_balance_every must be >= 0"),
+                               (cfg.depthwise_grad in ("aten", "conv"), "depthwise_grad must be aten or conv")]
     if isinstance(cfg, CrfConfig):
         checks[CrfConfig] = [(cfg.unary in ("prob", "label"), "unary must be prob or label"),
                              (0.0 < cfg.gt_prob < 1.0, "gt_prob must be in (0, 1)"),

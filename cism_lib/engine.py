@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cism_lib.config import LOSSES, RunConfig, TrainConfig, matches_stored, to_dict
 from cism_lib.errors import CheckpointError, ConfigError
-from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, precision_for, set_threads,
+from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, precision_for, setup_cpu,
                               write_text_atomic)
 
 CKPT_NAME = "checkpoint.pt"
@@ -246,16 +246,18 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     """Train the classifier on a pair dataset; writes checkpoint.pt and log.jsonl in out_dir."""
     from cism_lib.losses import total_loss, warmup_scale
     from cism_lib.models import build_model
+    from cism_lib.models.backbones import set_depthwise_grad
     from cism_lib.runtime import resolve_device
 
     dist = dist_info()
     device = resolve_device(cfg.device, dist.local_rank)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, num_classes)
+    set_depthwise_grad(model, cfg.train.depthwise_grad)
     if cfg.train.init_from:
         init_from_checkpoint(model, Path(cfg.train.init_from))
     model = precision.model(model.to(device))

@@ -154,9 +154,9 @@ def precision(cfg: RunConfig, inference: bool = False):
 
 def write_run_record(cfg: RunConfig, rd: Path) -> None:
     """config.yaml and versions.json (with the thread count and precision policy) beside the outputs."""
-    from cism_lib.runtime import set_threads, versions
+    from cism_lib.runtime import setup_cpu, versions
 
-    set_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     rd.mkdir(parents=True, exist_ok=True)
     save_config(cfg, rd / "config.yaml")
     write_json_atomic(rd / "versions.json", {**versions(), **precision(cfg).record()})
@@ -226,9 +226,9 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
     `on_epoch` is called with each epoch's log record (the notebooks' live curves).
     """
     from cism_lib.engine import train_classifier
-    from cism_lib.runtime import set_threads
+    from cism_lib.runtime import setup_cpu
 
-    set_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     pairs = pair_dataset(cfg, progress)
     model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress,
                              on_epoch=on_epoch)
@@ -363,7 +363,7 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
     val_ds = open_val(EvalTransform(mean, std))  # before training: a missing split fails fast
     model = build_segmenter(cfg.seg, train_ds.classes.num_classes)
     train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
-                    amp=cfg.train.amp)
+                    amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad)
     return evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
                               scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip)
 
@@ -380,9 +380,9 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {STAGES}")
-    from cism_lib.runtime import dist_info, set_threads
+    from cism_lib.runtime import dist_info, setup_cpu
 
-    set_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     main = dist_info().is_main
     rd = run_dir(cfg)
     if main:

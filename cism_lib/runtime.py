@@ -156,6 +156,45 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def setup_cpu(threads: int | None) -> int:
+    """What every stage does first: the thread count (set_threads) and the allocator
+    (retain_freed_memory); returns the thread count."""
+    retain_freed_memory()
+    return set_threads(threads)
+
+
+DEFAULT_MALLOC_ENV = "CISM_DEFAULT_MALLOC"
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+_RETAINED: list[bool] = []
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed CPU memory in this process's heap (glibc only; idempotent): True if set.
+
+    glibc serves every block above 32 MB (and, after a free, many smaller ones) with a fresh
+    mmap and unmaps it on free, so each training step's large activations page-fault and are
+    zeroed again by the kernel; on this 2-core machine that made the Lite0 forward ~1.6× slower
+    (docs/benchmarks.md, "Allocator"). With mmap off and trimming at 64 GB, freed blocks are
+    reused; the process keeps its peak heap instead of returning it. Numbers are unchanged (the
+    same kernels on the same data; tests/test_runtime.py trains twice to check).
+    CISM_DEFAULT_MALLOC=1 leaves glibc's defaults (a process that must give memory back).
+    """
+    if _RETAINED:
+        return _RETAINED[0]
+    ok = False
+    if sys.platform.startswith("linux") and os.environ.get(DEFAULT_MALLOC_ENV) != "1":
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 64 << 30))
+        except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+            ok = False
+    _RETAINED.append(ok)
+    return ok
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch RNGs."""
     import random

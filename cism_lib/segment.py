@@ -218,19 +218,23 @@ def _epoch_loader(train_ds: Any, cfg: SegConfig, seed: int, epoch: int) -> torch
 
 def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: torch.device | str,
                     out_dir: str | Path, progress: bool = True, seed: int = 0,
-                    amp: bool = True) -> list[dict]:
+                    amp: bool = True, depthwise_grad: str = "aten") -> list[dict]:
     """Train on pseudo-masks (CE, ignore 255, cfg.class_weights); a checkpoint and a JSON-lines
     record per epoch (and class_weights.json when weighted).
 
     Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
-    The network runs under `runtime.precision_for(device, amp)`, the loss in fp32.
+    The network runs under `runtime.precision_for(device, amp)`, the loss in fp32; a Lite0
+    backbone backpropagates its depthwise convolutions as `depthwise_grad` says
+    (models.backbones.set_depthwise_grad).
     """
+    from cism_lib.models.backbones import set_depthwise_grad
     from cism_lib.runtime import progress_bar
 
     out, device = Path(out_dir), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     precision = precision_for(device, amp)
     precision.model(model.to(device))
+    set_depthwise_grad(model, depthwise_grad)
     loader = _epoch_loader(train_ds, cfg, seed, 0)
     opt, sched = _optimizer(model, cfg, cfg.epochs * len(loader))
     history = _resume(out / CHECKPOINT, cfg, model, opt, sched)

@@ -1,15 +1,19 @@
 """Feature extractors F_n for the classifier: dilated ResNets and EfficientNet-Lite0 (stride 16)."""
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cism_lib.errors import CheckpointError, ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+DEPTHWISE_GRADS = ("aten", "conv")  # how the Lite0 depthwise convolutions backpropagate (set_depthwise_grad)
+CONV_GRAD_MIN_CHANNELS = 64  # narrower depthwise convolutions keep PyTorch's backward under "conv"
 
 
 class Backbone(nn.Module):
@@ -36,6 +40,125 @@ class _EfficientBody(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features before global pooling (1280 channels)."""
         return self.net.extract_features(x)
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow 'same' padding (before, after) of one axis: the output has ceil(size / stride)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class _DepthwiseConvGrad(torch.autograd.Function):
+    """y = conv2d(pad(x), w, stride s, dilation d, groups = channels), backpropagated through
+    forward convolutions, which oneDNN runs several times faster on CPU than its depthwise
+    backward kernels (docs/benchmarks.md, "Depthwise backward"):
+
+    - ∂x: the output gradient, zero-interleaved by s, fully padded and correlated with the
+      flipped kernel at dilation d (a depthwise forward convolution), then cropped to x;
+    - ∂w: each (image, channel) plane of pad(x) correlated with its output-gradient plane as the
+      kernel (stride d, dilation s: one grouped forward convolution over batch × channels), summed
+      over the batch in fp32.
+
+    The same gradients as PyTorch's to rounding (exact in fp64: tests/test_backbones.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pads: tuple[int, int, int, int],
+                stride: int, dilation: int) -> torch.Tensor:
+        xp = F.pad(x, pads) if any(pads) else x
+        ctx.save_for_backward(xp, weight)
+        ctx.pads, ctx.stride, ctx.dilation, ctx.in_size = pads, stride, dilation, tuple(x.shape[-2:])
+        return F.conv2d(xp, weight, None, stride, 0, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        xp, weight = ctx.saved_tensors
+        left, right, top, bottom = ctx.pads
+        s, d = ctx.stride, ctx.dilation
+        n, c, h, w = grad.shape
+        k = weight.shape[-1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(-2, -1).to(grad.dtype)
+            if s == 1:  # the crop folds into the padding: 'same' pads sum to (k - 1) d
+                grad_x = F.conv2d(F.pad(grad, (right, left, bottom, top)), flipped, None, 1, 0, d, c)
+            else:
+                fmt = (torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last)
+                       and not grad.is_contiguous() else torch.contiguous_format)
+                spread = torch.empty(n, c, (h - 1) * s + 1, (w - 1) * s + 1, dtype=grad.dtype,
+                                     device=grad.device, memory_format=fmt).zero_()
+                spread[:, :, ::s, ::s] = grad
+                full = (k - 1) * d
+                extra_h = xp.shape[-2] - (spread.shape[-2] + full)
+                extra_w = xp.shape[-1] - (spread.shape[-1] + full)
+                padded = F.pad(spread, (full, full + extra_w, full, full + extra_h))
+                ih, iw = ctx.in_size
+                grad_x = F.conv2d(padded, flipped, None, 1, 0, d, c)[:, :, top:top + ih, left:left + iw]
+        if ctx.needs_input_grad[1]:
+            planes = xp.contiguous().view(1, n * c, *xp.shape[-2:])
+            kernels = grad.contiguous().view(n * c, 1, h, w).to(xp.dtype)
+            per_image = F.conv2d(planes, kernels, None, d, 0, s, n * c)[..., :k, :k]
+            half = per_image.dtype in (torch.bfloat16, torch.float16)  # accumulate those in fp32
+            grad_w = per_image.reshape(n, c, 1, k, k).sum(0, dtype=torch.float32 if half else None)
+            grad_w = grad_w.to(weight.dtype)
+        return grad_x, grad_w, None, None, None
+
+
+def _efficient_conv_class() -> type:
+    """The Lite0 package's dynamic 'same'-padding convolution (imported on first use)."""
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    return Conv2dDynamicSamePadding
+
+
+class DepthwiseSameMixin:
+    """The depthwise convolutions of EfficientNet-Lite: `grad` "aten" is the package's own
+    forward (PyTorch's kernels both ways), "conv" backpropagates through _DepthwiseConvGrad on CPU
+    while gradients are recorded; the forward is the same padding and convolution either way."""
+
+    grad = "aten"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # "conv" only where it measured faster: not the narrow first block (32 channels at full
+        # resolution), where PyTorch's kernel is ~3× faster (docs/benchmarks.md, "Depthwise backward")
+        if not (self.grad == "conv" and x.device.type == "cpu" and x.shape[1] >= CONV_GRAD_MIN_CHANNELS
+                and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return super().forward(x)
+        k, s, d = self.weight.shape[-1], self.stride[0], self.dilation[0]
+        (top, bottom), (left, right) = (same_padding(x.shape[-2], k, s, d), same_padding(x.shape[-1], k, s, d))
+        weight = self.weight
+        if torch.is_autocast_enabled("cpu"):  # the forward's casts, done here: backward sees no autocast
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+        with torch.autocast("cpu", enabled=False):
+            y = _DepthwiseConvGrad.apply(x, weight, (left, right, top, bottom), s, d)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1).to(y.dtype)
+
+
+_DEPTHWISE_CLASSES: dict[type, type] = {}
+
+
+def _depthwise_class(base: type) -> type:
+    """DepthwiseSameMixin on the package's convolution class (one subclass, made once)."""
+    if base not in _DEPTHWISE_CLASSES:
+        _DEPTHWISE_CLASSES[base] = type("DepthwiseSameConv", (DepthwiseSameMixin, base), {
+            "__doc__": DepthwiseSameMixin.__doc__, "__module__": __name__})
+    return _DEPTHWISE_CLASSES[base]
+
+
+def set_depthwise_grad(module: nn.Module, grad: str) -> int:
+    """How every Lite0 depthwise convolution in `module` backpropagates: "aten" (PyTorch's
+    kernels) or "conv" (forward convolutions on CPU; the same gradients to rounding, several
+    times faster there). Returns how many convolutions it set; other backbones have none."""
+    if grad not in DEPTHWISE_GRADS:
+        raise ConfigError(f"depthwise_grad must be one of {DEPTHWISE_GRADS}, got {grad!r}")
+    found = 0
+    for m in module.modules():
+        if isinstance(m, DepthwiseSameMixin):
+            m.grad = grad
+            found += 1
+    return found
 
 
 def build_backbone(name: str, weights: str | None = "imagenet", output_stride: int = 16) -> Backbone:
@@ -176,4 +299,7 @@ def _efficientnet_lite0(weights: str | None, output_stride: int) -> Backbone:
         path = _weights_path("efficientnet_lite0", weights)
         _load(net, _read_state(path), path, drop=("_fc.",))
     _dilate_efficientnet(net, output_stride)
+    depthwise = _depthwise_class(_efficient_conv_class())
+    for block in net._blocks:  # same parameters and state-dict keys; only the backward can change
+        block._depthwise_conv.__class__ = depthwise
     return Backbone(_EfficientBody(net), 1280, output_stride)
