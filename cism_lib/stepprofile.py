@@ -99,6 +99,62 @@ def profile_step(cfg: Any, steps: int = 2, top: int = 20, shapes: bool = False) 
     }
 
 
+def depthwise_layers(cfg: Any, repeats: int = 3) -> list[dict[str, Any]]:
+    """Backward seconds (median of `repeats`, both gradients) of each depthwise convolution of the
+    config's Lite0 backbone, with PyTorch's kernels and with _DepthwiseConvGrad, at the shapes a
+    training step at the config's crop and batch gives it (2 × batch images), in its precision."""
+    import torch.nn.functional as F
+
+    from cism_lib.models.backbones import _DepthwiseConvGrad, build_backbone, same_padding
+    from cism_lib.runtime import precision_for, setup_cpu
+
+    setup_cpu(cfg.threads)
+    precision = precision_for(torch.device("cpu"), cfg.train.amp, cfg.train.channels_last)
+    net = build_backbone("efficientnet_lite0", None, cfg.model.output_stride)
+    shapes: list[tuple[Any, torch.Size]] = []
+    hooks = [b._depthwise_conv.register_forward_pre_hook(lambda m, i: shapes.append((m, i[0].shape)))
+             for b in net.body.net._blocks]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, cfg.data.crop_size, cfg.data.crop_size))
+    for h in hooks:
+        h.remove()
+    dtype = precision.dtype or torch.float32
+    fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
+    rows = []
+    for conv, shape in shapes:
+        k, s, d = conv.weight.shape[-1], conv.stride[0], conv.dilation[0]
+        (top, bottom), (left, right) = same_padding(shape[-2], k, s, d), same_padding(shape[-1], k, s, d)
+        pads = (left, right, top, bottom)
+        x = torch.randn(2 * cfg.train.batch_size, *shape[1:], dtype=dtype).contiguous(memory_format=fmt)
+        x.requires_grad_(True)
+        w = conv.weight.detach().to(dtype).requires_grad_(True)
+        outputs = {"aten": F.conv2d(F.pad(x, pads), w, None, s, 0, d, shape[1]),
+                   "conv": _DepthwiseConvGrad.apply(x, w, pads, s, d)}
+        grad = torch.randn_like(outputs["aten"])
+        row: dict[str, Any] = {"channels": int(shape[1]), "size": int(shape[-1]), "kernel": k, "stride": s,
+                               "dilation": d}
+        for name, y in outputs.items():
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                torch.autograd.grad(y, (x, w), grad, retain_graph=True)
+                times.append(time.perf_counter() - t0)
+            row[name] = statistics.median(times)
+        rows.append(row)
+    return rows
+
+
+def render_layers(rows: Sequence[dict[str, Any]]) -> str:
+    """depthwise_layers as a Markdown table with the aten ÷ conv ratio."""
+    lines = ["| channels | size | kernel | stride | dilation | aten backward s | conv backward s | aten ÷ conv |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['channels']} | {r['size']} | {r['kernel']} | {r['stride']} | {r['dilation']} | "
+              f"{r['aten']:.3f} | {r['conv']:.3f} | {r['aten'] / r['conv']:.1f} |" for r in rows]
+    total_a, total_c = sum(r["aten"] for r in rows), sum(r["conv"] for r in rows)
+    lines.append(f"| all | | | | | {total_a:.3f} | {total_c:.3f} | {total_a / total_c:.1f} |")
+    return "\n".join(lines)
+
+
 def render(result: dict[str, Any]) -> str:
     """The profile as Markdown: the step, its phases, the modules' forward and the top operators."""
     step = result["step_s"]
@@ -121,8 +177,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=2, help="profiled steps after one warm-up step")
     p.add_argument("--top", type=int, default=20, help="operators listed")
     p.add_argument("--shapes", action="store_true", help="tell operators apart by input shapes")
+    p.add_argument("--depthwise-layers", action="store_true",
+                   help="instead: each Lite0 depthwise convolution's backward, PyTorch's vs train.depthwise_grad conv")
     add_config_flags(p)
     args = p.parse_args(argv)
+    if args.depthwise_layers:
+        rows = depthwise_layers(config_from_args(args))
+        print(render_layers(rows))
+        return {"layers": rows}
     result = profile_step(config_from_args(args), args.steps, args.top, args.shapes)
     print(render(result))
     return result

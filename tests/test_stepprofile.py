@@ -22,3 +22,13 @@ def test_profile_of_a_small_cism_step_accounts_for_its_phases_and_names_the_conv
     assert any("DepthwiseConvGrad" in n for n in names) == (grad == "conv")
     text = capsys.readouterr().out
     assert text.startswith("median step") and "| phase | s / step | share |" in text
+
+
+def test_depthwise_layers_times_every_lite0_depthwise_convolution_both_ways(capsys: pytest.CaptureFixture) -> None:
+    result = stepprofile.main(["--threads", "1", "--data.crop_size", "32", "--train.batch_size", "1",
+                               "--train.amp", "false", "--depthwise-layers"])
+    rows = result["layers"]
+    assert len(rows) == 16 and rows[0]["channels"] == 32 and rows[-1]["channels"] == 1152
+    assert [r["stride"] for r in rows].count(2) == 3  # output stride 16: the 4th stride-2 stage is dilated
+    assert all(r["aten"] > 0 and r["conv"] > 0 for r in rows)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("| all |")
