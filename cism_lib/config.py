@@ -86,10 +86,10 @@ class TrainConfig:
     poly_power: float = 0.9
     amp: bool = True                    # bf16 autocast on CUDA and bf16-native CPUs; false: fp32
     channels_last: bool = True          # with bf16 only (runtime.precision_for)
-    # How Lite0's depthwise convolutions backpropagate on CPU (classifier and DeepLab): aten
-    # (PyTorch's kernels) | conv (as forward convolutions: the same gradients to rounding, the
-    # backward ~3× faster here; models.backbones.set_depthwise_grad, docs/benchmarks.md)
-    depthwise_grad: str = "aten"
+    # How Lite0's depthwise convolutions backpropagate on CPU (classifier and DeepLab): conv (as
+    # forward convolutions: the same gradients to rounding, a training step ~2× faster here) |
+    # aten (PyTorch's kernels; the default before session 12); models.backbones.set_depthwise_grad
+    depthwise_grad: str = "conv"
     seed: int = 0
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)

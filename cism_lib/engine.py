@@ -154,7 +154,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
     if cfg.grad_probe and n_images:
         stats.update(gradient_probe(model, last, loss_fn, precision))  # the epoch's last batch
     stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed, data_s=data_s,
-                 threads=torch.get_num_threads(), load_avg_1min=_load_average(), **precision.record())
+                 threads=torch.get_num_threads(), load_avg_1min=_load_average(), **precision.record(),
+                 depthwise_grad=cfg.depthwise_grad)
     return stats
 
 

@@ -653,6 +653,102 @@ def run_configs(configs: Mapping[str, RunConfig], stages: Sequence[str] = CAM_ST
     return {name: run_all(cfg, stages=stages, progress=progress) for name, cfg in configs.items()}
 
 
+def profile_runs(profile: str) -> list[tuple[RunConfig, tuple[str, ...]]]:
+    """Every run the profile's notebooks make on its own data, once each, with the stages they
+    ask of it: each planned row × seed of every table (Table 1 through the whole chain) and the
+    `03_train` notebook's default run (the figures' runs are table rows). The runs with the most
+    stages come first, so a pool of workers ends with the short ones."""
+    from cism_lib.pipeline import STAGES, run_dir
+
+    wanted: dict[Path, tuple[RunConfig, set[str]]] = {}
+
+    def add(cfg: RunConfig, stages: Sequence[str]) -> None:
+        wanted.setdefault(run_dir(cfg), (cfg, set()))[1].update(stages)
+
+    for table in TABLES:
+        for row, seeds in planned_rows(table, profile):
+            for seed in seeds:
+                add(row_config(row, profile, seed, table=table), STAGES if table == "table1" else CAM_STAGES)
+    add(experiment_config(profile, **{"model.method": "cism"}), CAM_STAGES)
+    jobs = [(cfg, tuple(s for s in STAGES if s in stages)) for cfg, stages in wanted.values()]
+    return sorted(jobs, key=lambda job: -len(job[1]))
+
+
+def _run_job(cfg: RunConfig, stages: tuple[str, ...]) -> tuple[str, float]:
+    """One run in a worker process of `prepare_runs` → (run folder, seconds)."""
+    import time
+
+    from cism_lib.pipeline import run_all
+
+    start = time.perf_counter()
+    return str(run_all(cfg, stages=stages, progress=False)), time.perf_counter() - start
+
+
+def default_workers(profile: str) -> int:
+    """How many runs `prepare_runs` trains at once: the cores over the profile's threads on a
+    CPU profile (1 on a GPU profile, where runs share the device)."""
+    cfg = _load_profile(profile)
+    if cfg.device not in ("cpu", "auto") or (cfg.device == "auto" and _cuda_available()):
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, cfg.threads))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
+    """Run (or reuse) every run of `profile_runs(profile)` in `workers` processes at once, before
+    the notebooks, which then find them finished (the same folders: nothing depends on which
+    process ran what, since each run sets its own seed and the profile fixes its thread count).
+
+    On 2 cores two 1-thread runs side by side do ~1.3× the work of one 2-thread run. The data
+    are prepared once first (SynthAerial generation, the image-level label caches), so workers
+    never write them concurrently. A failed run stops it with a one-line error naming its folder.
+    """
+    import multiprocessing
+    import time
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    from cism_lib.errors import CismError
+    from cism_lib.pipeline import open_split, run_dir
+
+    jobs = [(cfg, stages) for cfg, stages in profile_runs(profile)
+            if not all((run_dir(cfg) / "stages" / f"{s}.json").exists()
+                       or (s == "segment" and not cfg.seg.enabled) for s in stages)]
+    if not jobs:
+        return []
+    seen: set[tuple[Any, ...]] = set()
+    for cfg, _ in jobs:  # generate / label each dataset in this process first
+        key = (cfg.data.dataset, cfg.data.root, cfg.data.max_train, cfg.data.max_val)
+        if key not in seen:
+            seen.add(key)
+            for split in (cfg.data.train_split, cfg.data.val_split):
+                open_split(cfg, split, progress=False)
+    log(f"[{profile}] {len(jobs)} runs in {workers} processes of {jobs[0][0].threads} thread(s)")
+    start, done = time.perf_counter(), []
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_job, cfg, stages): run_dir(cfg) for cfg, stages in jobs}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in finished:
+                exc = fut.exception()
+                if exc is not None:
+                    for other in pending:
+                        other.cancel()
+                    message = str(exc) if isinstance(exc, CismError) else f"{type(exc).__name__}: {exc}"
+                    raise CismError(f"{futures[fut]}: {message}") from exc
+                folder, seconds = fut.result()
+                done.append(Path(folder))
+                log(f"[{profile}] run {len(done)}/{len(jobs)} {Path(folder).name} in {seconds / 60:.1f} min "
+                    f"({(time.perf_counter() - start) / 60:.1f} min so far)")
+    return done
+
+
 def metrics_frame(folders: Mapping[str, Path]) -> pd.DataFrame:
     """The scalar metrics of several run folders, one line per run."""
     from cism_lib.pipeline import scalar_metrics

@@ -110,6 +110,10 @@ def run_dir(cfg: RunConfig) -> Path:
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
     extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
+    # aten (the only path before) keeps the folders of its era; conv, where it acts, is its own run
+    exclude += ("train.depthwise_grad",)
+    if depthwise_conv_run(cfg):
+        extra["runtime.depthwise_grad"] = "conv"
     if cfg.train.init_from:  # the starting weights, not where they lie, make the run
         exclude += ("train.init_from",)
         extra["train.init_from.weights"] = weights_digest(cfg.train.init_from)
@@ -145,6 +149,19 @@ def cpu_bf16_run(cfg: RunConfig) -> bool:
     return policy.name == "bf16" and policy.device_type == "cpu"
 
 
+def depthwise_conv_run(cfg: RunConfig) -> bool:
+    """True when `train.depthwise_grad: conv` changes this run's numbers (in the rounding): a
+    Lite0 classifier or DeepLab backbone trained on the CPU (models.backbones.set_depthwise_grad).
+
+    Such runs get their own folder; runs where it acts on nothing (ResNets, CUDA) and aten runs
+    keep the folders they had before conv became the default.
+    """
+    if cfg.train.depthwise_grad != "conv" or _device(cfg).type != "cpu":
+        return False
+    lite = [cfg.model.backbone] + ([cfg.seg.backbone] if cfg.seg.enabled else [])
+    return any(name.startswith("efficientnet") for name in lite)
+
+
 def precision(cfg: RunConfig, inference: bool = False):
     """The precision policy this run uses on this machine."""
     from cism_lib.runtime import precision_for
@@ -159,7 +176,8 @@ def write_run_record(cfg: RunConfig, rd: Path) -> None:
     setup_cpu(cfg.threads)
     rd.mkdir(parents=True, exist_ok=True)
     save_config(cfg, rd / "config.yaml")
-    write_json_atomic(rd / "versions.json", {**versions(), **precision(cfg).record()})
+    write_json_atomic(rd / "versions.json", {**versions(), **precision(cfg).record(),
+                                             "depthwise_grad": cfg.train.depthwise_grad})
 
 
 def stage_done(rd: Path, stage: str) -> bool:

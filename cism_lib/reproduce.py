@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell-timeout", default=None, type=float,
                     help="seconds per cell before a notebook is run again (default by profile: "
                          + ", ".join(f"{k} {v}" for k, v in CELL_TIMEOUT.items()) + ")")
+    ap.add_argument("--jobs", default=None, type=int,
+                    help="train the profile's runs in this many processes before the notebooks "
+                         "(default: cores ÷ the profile's threads, so 2 for the cpu profile on 2 cores; "
+                         "1: the notebooks train their runs one after another)")
     args = ap.parse_args(argv)
     timeout = args.cell_timeout if args.cell_timeout is not None else CELL_TIMEOUT[args.profile]
     books = notebooks(args.notebooks, args.only)
@@ -121,6 +125,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out_dir = (args.out / args.profile).resolve()
     total = 0.0
+    if args.only is None:
+        from cism_lib.errors import CismError
+        from cism_lib.experiments import default_workers, prepare_runs
+
+        jobs = args.jobs if args.jobs is not None else default_workers(args.profile)
+        if jobs > 1:
+            t0 = time.perf_counter()
+            try:
+                prepare_runs(args.profile, jobs, log=lambda line: print(line, flush=True))
+            except CismError as exc:
+                print(f"make reproduce PROFILE={args.profile}: {exc}", file=sys.stderr)
+                return 1
+            total += time.perf_counter() - t0
+            print(f"[{args.profile}] runs ready in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     try:
         for nb in books:
             print(f"[{args.profile}] {nb.name} ...", flush=True)
