@@ -58,8 +58,10 @@ screen: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Sized for a 2-core CPU (about 10 min); `python -m cism_lib.bench --help` for the full-size defaults.
+BENCH_ARGS ?= --size 256 --batch 4 --steps 3 --warmup 1 --cam-images 4 --seg-batch 4 --crf-images 64 --pie-batch 2 --threads 2 --compile
 bench: setup
-	$(PY) -m cism_lib.bench --device cpu --compile
+	$(PY) -m cism_lib.bench --device cpu $(BENCH_ARGS)
 
 bench-gpu: setup
 	$(PY) -m cism_lib.bench --device cuda

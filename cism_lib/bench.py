@@ -64,6 +64,7 @@ class BenchSettings:
     threads: int = 0                                 # torch CPU threads; 0 = torch's default
     precisions: tuple[str, ...] = ("fp32", "bf16")   # measured side by side (bf16 = + channels_last)
     seg_batch: int = 4                               # images per DeepLab training step
+    depthwise_grad: str = "conv"                     # Lite0's depthwise backward (train.depthwise_grad)
     compile: bool = False                            # one torch.compile row (compile time included)
     quick: bool = False                              # a tiny run (tests, smoke)
     seed: int = 0
@@ -92,7 +93,8 @@ HELP = {
     "peak_tflops": "peak TFLOP/s of the device (e.g. 989 for H100/H200 dense bf16) for MFU",
     "threads": "torch CPU threads (0 = default); 1 is faster on a shared, loaded machine",
     "precisions": "precisions measured side by side: fp32 (contiguous) and bf16 (autocast + channels_last)",
-    "seg_batch": "images per DeepLab training step", "compile": "add one torch.compile row (first backbone, cam, bf16)",
+    "seg_batch": "images per DeepLab training step",
+    "depthwise_grad": "how Lite0's depthwise convolutions backpropagate on CPU: conv (the library's default) or aten", "compile": "add one torch.compile row (first backbone, cam, bf16)",
     "quick": "tiny run (resnet18, 64², 1 step) for tests", "seed": "seed of the random inputs",
 }
 
@@ -290,12 +292,15 @@ def named_precision(device: torch.device, name: str):
 
 
 def _new_model(backbone: str, method: str, device: torch.device,
-               precision: str = "bf16") -> tuple[nn.Module, ModelConfig]:
-    """A randomly initialised classifier on the device, in the precision's memory format."""
+               precision: str = "bf16", depthwise_grad: str = "conv") -> tuple[nn.Module, ModelConfig]:
+    """A randomly initialised classifier on the device, in the precision's memory format, its
+    Lite0 depthwise convolutions backpropagating as `depthwise_grad` says."""
     from cism_lib.models import build_model
+    from cism_lib.models.backbones import set_depthwise_grad
 
     cfg = ModelConfig(method=method, backbone=backbone, weights=None)
     model = named_precision(device, precision).model(build_model(cfg, NUM_CLASSES).to(device))
+    set_depthwise_grad(model, depthwise_grad)
     return model, cfg
 
 
@@ -310,7 +315,7 @@ def _make_step(settings: BenchSettings, backbone: str, method: str, device: torc
 
     torch.manual_seed(settings.seed)
     prec = named_precision(device, precision)
-    model, cfg = _new_model(backbone, method, device, precision)
+    model, cfg = _new_model(backbone, method, device, precision, settings.depthwise_grad)
     opt = build_optimizer(model.train(), TrainConfig(batch_size=settings.batch, lr=1e-4))
     forward = torch.compile(model) if compile_model else model
     batches = _batches(settings, device, prec.channels_last, dataset)
@@ -458,6 +463,7 @@ def bench_seg(settings: BenchSettings, backbone: str) -> list[dict[str, Any]]:
     import torch.nn.functional as F
 
     from cism_lib.config import SegConfig
+    from cism_lib.models.backbones import set_depthwise_grad
     from cism_lib.segment import build_segmenter
 
     device = resolve(settings)
@@ -469,6 +475,7 @@ def bench_seg(settings: BenchSettings, backbone: str) -> list[dict[str, Any]]:
         torch.manual_seed(settings.seed)
         policy = named_precision(device, prec)
         model = policy.model(build_segmenter(SegConfig(backbone=backbone, weights=None), NUM_CLASSES + 1).to(device))
+        set_depthwise_grad(model, settings.depthwise_grad)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         xb = policy.images(x)
 
@@ -813,7 +820,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{' — quick mode' if s['quick'] else ''}.",
             f"Training: {s['size']}², batch {s['batch']} pairs ({2 * s['batch']} images), "
             f"median of {s['steps']} steps after {s['warmup']} warm-up, {prec}, inputs: {data}, "
-            f"weights random, Adam. Load average at start/end: "
+            f"weights random, Adam, Lite0 depthwise backward `{s.get('depthwise_grad', 'aten')}`. "
+            f"Load average at start/end: "
             f"{load['start'][0]:.1f} / {load['end'][0]:.1f} on {os.cpu_count()} cores.",
             f"Command: `{command_line(s)}`.", ""]
     ratio = "; ".join(f"{bb} **{r['cism_over_cam']:.2f}**" for bb, r in result["ratios"].items()

@@ -114,6 +114,8 @@ def _cmd_screen(args: argparse.Namespace) -> None:
         print(markdown_table(ex.screen_summary(runs[runs["row"].isin(args.rows)] if args.rows else runs)))
         return
     overrides = {"data.max_train": args.tiles, "train.epochs": args.epochs}
+    if args.cam_tiles:
+        overrides["cam.max_train"] = args.cam_tiles
     sources = None if args.cam_sources is None else (args.cam_sources or ("slsc", "product"))
     df = ex.run_screen(args.rows, args.seeds, cam_sources=sources, **overrides)
     cols = ["row", "seed", "cam_miou_val", "cam_miou_train", "cam_threshold_val", "run"]
@@ -170,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     sc.add_argument("--tiles", type=int, default=600, help="training tiles (data.max_train)")
     sc.add_argument("--epochs", type=int, default=1)
+    sc.add_argument("--cam-tiles", type=int, default=None,
+                    help="CAMs of only the first N training tiles, where the threshold is chosen (cam.max_train; "
+                    "default: all --tiles); val is always scored whole")
     sc.add_argument("--cam-sources", nargs="*", default=None, choices=("slsc", "product"), metavar="SOURCE",
                     help="also score CAMs from the SLSC scorer ('slsc') and/or from its product with W_c "
                     "('product'); the flag alone scores both (hypothesis 1)")

@@ -111,6 +111,9 @@ class CamConfig:
     flip: bool = True
     batch_size: int = 8
     thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+    # CAMs of only the first N images of the train split (None: all of them): the threshold for val is
+    # chosen on those N, and pseudo-masks / DeepLab use those N (a cheaper protocol for large splits)
+    max_train: int | None = None
 
 
 @dataclass(frozen=True)

@@ -318,7 +318,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         m = cfg.model
         if cam_sources and m.method == "cism" and m.use_slsc and m.sl_scorer == "separate":
             grads.update(score_cam_sources(cfg, rd, sources=cam_sources, progress=progress))
-        budget = {"tiles": cfg.data.max_train, "epochs": cfg.train.epochs}
+        budget = {"tiles": cfg.data.max_train, "epochs": cfg.train.epochs,
+                  "cam_tiles": cfg.cam.max_train or cfg.data.max_train}
         records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget, **grads})
         # keep the lines of other rows, seeds and budgets; this run's line replaces its own
         done = pd.DataFrame(records)
@@ -364,18 +365,22 @@ def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     for key, default in (("tiles", SCREEN_BUDGET["data.max_train"]), ("epochs", SCREEN_BUDGET["train.epochs"])):
         runs[key] = (runs[key] if key in runs.columns else pd.Series(math.nan, index=runs.index)).fillna(default)
+    # where the threshold was chosen: the first cam_tiles training tiles (all the training tiles before)
+    runs["cam_tiles"] = (runs["cam_tiles"] if "cam_tiles" in runs.columns else runs["tiles"]).fillna(runs["tiles"])
     order = [r.label for r in SCREEN]
 
     def rank(kv: tuple) -> tuple:
-        (label, tiles, epochs), _ = kv
+        (label, tiles, epochs, _), _ = kv
         return (tiles * epochs, order.index(label) if label in order else len(order))
 
     def mean_std(values: pd.Series) -> str:
         return cell(100 * values.mean(), 100 * values.std(ddof=1) if len(values) > 1 else math.nan)
 
     lines = []
-    for (label, tiles, epochs), g in sorted(runs.groupby(["row", "tiles", "epochs"], sort=False), key=rank):
-        line: dict[str, Any] = {"row": label, "tiles × epochs": f"{int(tiles)} × {int(epochs)}",
+    for (label, tiles, epochs, cam_tiles), g in sorted(runs.groupby(["row", "tiles", "epochs", "cam_tiles"], sort=False),
+                                                        key=rank):
+        budget = f"{int(tiles)} × {int(epochs)}" + (f" (thr. on {int(cam_tiles)})" if cam_tiles != tiles else "")
+        line: dict[str, Any] = {"row": label, "tiles × epochs": budget,
                                 "seeds": ", ".join(str(int(s)) for s in sorted(g["seed"]))}
         for name, key in SCREEN_METRICS.items():
             line[name] = mean_std(g[key])
@@ -442,10 +447,12 @@ def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path,
 
 
 def _compute_columns(rd: Path) -> dict[str, Any]:
-    """Torch threads and precision of a run, from its versions.json (numbers depend on both)."""
+    """Torch threads, precision and Lite0's depthwise backward of a run, from its versions.json
+    (numbers depend on all three; runs recorded before the depthwise option used aten)."""
     path = Path(rd) / "versions.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
-    return {"threads": record.get("torch_threads"), "precision": record.get("precision", "fp32")}
+    return {"threads": record.get("torch_threads"), "precision": record.get("precision", "fp32"),
+            "depthwise_grad": record.get("depthwise_grad", "aten")}
 
 
 def _portable(path: Path) -> str:
@@ -471,7 +478,11 @@ def run_rows(table: str, profile: str = "cpu", seeds: Sequence[int] | None = Non
     for row, seed in progress_bar(jobs, desc=table, disable=not progress):
         cfg = row_config(row, profile, seed, base, table)
         rd = run_all(cfg, stages=stages, progress=progress)
-        records.append(run_record(table, row, seed, cfg, rd))
+        # the metrics of the stages asked for: a run shared with Table 1 may have pseudo-masks and
+        # a DeepLab too, depending on which notebook ran first; the table is the same either way
+        record = run_record(table, row, seed, cfg, rd)
+        skip = tuple(prefix for stage, prefix in (("pseudo", "pseudo_"), ("segment", "seg_")) if stage not in stages)
+        records.append({k: v for k, v in record.items() if not (skip and k.startswith(skip))})
     return pd.DataFrame(records)
 
 
@@ -493,7 +504,7 @@ def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- summaries
 DESCRIPTIVE = ("table", "data", "eval_split", "threshold_selected_on", "scales", "flip", "crf",
-               "threads", "precision")
+               "threads", "precision", "depthwise_grad")
 
 
 def summarise(df: pd.DataFrame, metrics: Sequence[str], by: str = "row") -> pd.DataFrame:
@@ -710,7 +721,7 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
     """
     import multiprocessing
     import time
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from cism_lib.errors import CismError
     from cism_lib.pipeline import open_split, run_dir
@@ -734,7 +745,7 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
         futures = {pool.submit(_run_job, cfg, stages): run_dir(cfg) for cfg, stages in jobs}
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 exc = fut.exception()
                 if exc is not None:

@@ -170,6 +170,7 @@ def evaluate_cams(cam_dir: str | Path, dataset_eval: Any, dataset_select: Any,
     metrics["all_background_miou"] = all_bg.compute()["miou"]
     protocol = {"threshold_selected_on": select_split or _split_name(dataset_select),
                 "threshold": t, "reported_split": eval_split or _split_name(dataset_eval),
+                "images_reported": len(dataset_eval), "images_selected_on": len(dataset_select),
                 **_cam_meta(Path(cam_dir)), "crf": False}
     return {"protocol": protocol, **metrics, "sweep": sweep.to_dict(orient="records")}
 

@@ -62,6 +62,16 @@ def open_split(cfg: RunConfig, split: str, transform: Any = None, progress: bool
     return ds
 
 
+def cam_split(cfg: RunConfig, split: str, transform: Any = None, progress: bool = True):
+    """A split as the stages after training see it: the train split cut to its first
+    `cam.max_train` images when that is set (CAMs, threshold, pseudo-masks, DeepLab), else whole."""
+    n = cfg.cam.max_train
+    if n is not None and split == cfg.data.train_split:
+        limit = n if cfg.data.max_train is None else min(n, cfg.data.max_train)
+        cfg = replace(cfg, **{"data.max_train": limit})
+    return open_split(cfg, split, transform=transform, progress=progress)
+
+
 def normalization(cfg: RunConfig):
     """Mean and std of the classifier's backbone."""
     from cism_lib.data.transforms import normalization_for
@@ -270,7 +280,7 @@ def stage_cams(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
     mean, std = normalization(cfg)
     counts = {}
     for split in _eval_splits(cfg):
-        ds = open_split(cfg, split, progress=progress)
+        ds = cam_split(cfg, split, progress=progress)
         counts[split] = len(make_cams(model, ds, rd / "cams" / split, cfg.cam, device,
                                       progress=progress, mean=mean, std=std, amp=cfg.train.amp))
     return {"written": counts}
@@ -281,7 +291,7 @@ def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
     from cism_lib.metrics import evaluate_cams, write_metrics
 
     train, val = _eval_splits(cfg)
-    ds = {s: open_split(cfg, s, progress=progress) for s in (train, val)}
+    ds = {s: cam_split(cfg, s, progress=progress) for s in (train, val)}
     summary = {}
     for report, select in ((train, val), (val, train)):
         m = evaluate_cams(rd / "cams" / report, ds[report], ds[select], cfg.cam.thresholds,
@@ -308,7 +318,7 @@ def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc"
     model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
     mean, std = normalization(cfg)
     train, val = _eval_splits(cfg)
-    ds = {s: open_split(cfg, s, progress=progress) for s in (train, val)}
+    ds = {s: cam_split(cfg, s, progress=progress) for s in (train, val)}
     summary: dict[str, Any] = {}
     for source in sources:
         model.cam_source = source
@@ -331,7 +341,7 @@ def stage_pseudo(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, A
 
     train, val = _eval_splits(cfg)
     threshold = read_metrics(rd)[f"cam_threshold_{train}"]  # selected on val by stage_eval
-    ds = open_split(cfg, train, progress=progress)
+    ds = cam_split(cfg, train, progress=progress)
     m = pseudo_masks_scored(cfg, rd / "cams" / train, ds, rd / "pseudo" / train, threshold,
                             split=train, selected_on=val, progress=progress)
     write_metrics(m, rd / "metrics", f"pseudo_{train}")
@@ -359,7 +369,7 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
     from cism_lib.metrics import write_metrics
 
     train, val = _eval_splits(cfg)
-    m = segmenter_scored(cfg, open_split(cfg, train, progress=progress), rd / "pseudo" / train,
+    m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), rd / "pseudo" / train,
                          lambda tf: open_split(cfg, val, transform=tf, progress=progress),
                          rd / "seg", _device(cfg), split=val, progress=progress)
     write_metrics(m, rd / "metrics", f"seg_{val}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from cism_lib import engine, pipeline
@@ -115,3 +116,18 @@ def test_train_live_trains_like_the_train_stage(tmp_path, monkeypatch):
     assert live["epochs"] == stage["epochs"] == 2
     assert live["final_loss"] == pytest.approx(stage["final_loss"], rel=1e-6)
     assert experiments.train_live(tiny_config(tmp_path / "live"), progress=False) == live_rd  # reused
+
+
+def test_cam_max_train_makes_cams_threshold_and_pseudo_masks_of_the_first_tiles_only(full_run, tmp_path):
+    cfg, rd = full_run
+    sub = pipeline.run_all(tiny_config(tmp_path, **{"cam.max_train": 5}), progress=False)
+    assert sub != rd  # its own run folder
+    assert len(list((sub / "cams" / "train").glob("*.npz"))) == 5
+    assert len(list((sub / "cams" / "val").glob("*.npz"))) == len(list((rd / "cams" / "val").glob("*.npz"))) == 8
+    assert len(list((sub / "pseudo" / "train").glob("*.png"))) == 5
+    val = json.loads((sub / "metrics" / "cam_val.json").read_text())["protocol"]
+    assert (val["images_reported"], val["images_selected_on"]) == (8, 5)
+    # the same training as the whole run, so a tile of the subset has the same CAM
+    first = sorted((rd / "cams" / "train").glob("*.npz"))[0]
+    with np.load(first) as a, np.load(sub / "cams" / "train" / first.name) as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
