@@ -270,6 +270,19 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo, else platform): oneDNN picks its kernels by
+    instruction set (e.g. AMX on Intel Xeon, AVX512-BF16 on AMD Zen 4), so bf16 numbers can
+    differ in the rounding from one processor to another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def versions() -> dict[str, Any]:
     """Versions of Python, the key packages and the device, for run records."""
     import numpy as np
@@ -280,7 +293,8 @@ def versions() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cism_lib": cism_lib.__version__, "python": sys.version.split()[0],
         "platform": platform.platform(), "torch": torch.__version__, "numpy": np.__version__,
-        "git_commit": git_commit(), "cpu_count": os.cpu_count(),
+        "git_commit": git_commit(), "cpu": cpu_model(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "cpu_bf16": cpu_bf16_supported(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -66,3 +66,28 @@ def test_default_malloc_env_leaves_the_allocator_alone(monkeypatch: pytest.Monke
     monkeypatch.setenv(runtime.DEFAULT_MALLOC_ENV, "1")
     monkeypatch.setattr(runtime, "_RETAINED", [])
     assert runtime.retain_freed_memory() is False
+
+
+def test_versions_name_the_processor(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # bf16 numbers depend on the processor's kernels (AMX vs AVX512-BF16): every record names it
+    info = runtime.versions()
+    assert info["cpu"] and info["cpu"] == runtime.cpu_model() and info["cpu_isa"]
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000 @ 3 GHz\nflags\t: avx512_bf16\n")
+    real_path = runtime.Path
+    monkeypatch.setattr(runtime, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    assert runtime.cpu_model() == "Test CPU 9000 @ 3 GHz"
+
+
+def test_results_lines_carry_threads_precision_depthwise_and_cpu(tmp_path) -> None:
+    import json
+
+    from cism_lib import experiments
+
+    (tmp_path / "versions.json").write_text(json.dumps({"torch_threads": 1, "precision": "bf16",
+                                                        "depthwise_grad": "conv", "cpu": "Test CPU"}))
+    assert experiments._compute_columns(tmp_path) == {"threads": 1, "precision": "bf16",
+                                                      "depthwise_grad": "conv", "cpu": "Test CPU"}
+    (tmp_path / "versions.json").write_text(json.dumps({"torch_threads": 2}))  # a record of an older run
+    assert experiments._compute_columns(tmp_path) == {"threads": 2, "precision": "fp32",
+                                                      "depthwise_grad": "aten", "cpu": None}
