@@ -11,7 +11,7 @@ help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
 	@echo "make test       library tests + notebooks (nbval, smoke profile)  [CI runs this]"
 	@echo "make test-browser  JupyterLab in headless Chromium (needs apt-get install chromium; installs playwright)"
-	@echo "make reproduce  run every notebook with papermill (PROFILE=cpu|smoke|paper|isaid512), regenerating figures/ and results/; HTML report build/<profile>/index.html"
+	@echo "make reproduce  train the profile's runs (JOBS at once), then every notebook with papermill (PROFILE=cpu|smoke|paper|isaid512), regenerating figures/ and results/; HTML report build/<profile>/index.html"
 	@echo "make screen     the CISM readings on the real tiles (CISM_ISAID_ROOT; SCREEN_ARGS=\"--rows CAM CISM --seeds 0\")"
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      CPU benchmarks -> results/bench.json, docs/benchmarks.md"
@@ -47,8 +47,9 @@ test-browser: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# JOBS=1 trains the runs one after another inside the notebooks (the same numbers; default: cores ÷ the profile's threads)
 reproduce: setup
-	$(PY) -m cism_lib.reproduce --profile $(PROFILE)
+	$(PY) -m cism_lib.reproduce --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 
 # The CISM readings on the real tiles (CISM_ISAID_ROOT) at the screening budget (docs/results.md);
 # SCREEN_ARGS="--rows CAM CISM --seeds 0" runs a part. About 8 min per row and seed on 2 cores.
