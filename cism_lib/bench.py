@@ -94,7 +94,8 @@ HELP = {
     "threads": "torch CPU threads (0 = default); 1 is faster on a shared, loaded machine",
     "precisions": "precisions measured side by side: fp32 (contiguous) and bf16 (autocast + channels_last)",
     "seg_batch": "images per DeepLab training step",
-    "depthwise_grad": "how Lite0's depthwise convolutions backpropagate on CPU: conv (the library's default) or aten", "compile": "add one torch.compile row (first backbone, cam, bf16)",
+    "depthwise_grad": "how Lite0's depthwise convolutions backpropagate on CPU: conv (the library's default) or aten",
+    "compile": "add one torch.compile row (first backbone, cam, bf16)",
     "quick": "tiny run (resnet18, 64², 1 step) for tests", "seed": "seed of the random inputs",
 }
 

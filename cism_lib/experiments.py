@@ -724,11 +724,10 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from cism_lib.errors import CismError
-    from cism_lib.pipeline import open_split, run_dir
+    from cism_lib.pipeline import open_split, pending_stages, run_dir
 
     jobs = [(cfg, stages) for cfg, stages in profile_runs(profile)
-            if not all((run_dir(cfg) / "stages" / f"{s}.json").exists()
-                       or (s == "segment" and not cfg.seg.enabled) for s in stages)]
+            if pending_stages(cfg, run_dir(cfg), stages)]
     if not jobs:
         return []
     seen: set[tuple[Any, ...]] = set()

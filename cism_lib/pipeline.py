@@ -195,6 +195,13 @@ def stage_done(rd: Path, stage: str) -> bool:
     return (rd / "stages" / f"{stage}.json").exists()
 
 
+def pending_stages(cfg: RunConfig, rd: Path, stages: Sequence[str] = STAGES, force: bool = False) -> list[str]:
+    """The stages of `stages` that `run_all` runs for this config in its folder rd, in pipeline
+    order: those not done yet (all with `force`), and `segment` only when the config enables it."""
+    return [s for s in STAGES if s in stages and not (s == "segment" and not cfg.seg.enabled)
+            and (force or not stage_done(rd, s))]
+
+
 def mark_done(rd: Path, stage: str, info: dict[str, Any]) -> None:
     """Write a stage's marker (atomically, after its outputs)."""
     write_json_atomic(rd / "stages" / f"{stage}.json", info)
@@ -415,13 +422,9 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     rd = run_dir(cfg)
     if main:
         write_run_record(cfg, rd)
-    for stage in STAGES:
-        if stage not in stages or (stage == "segment" and not cfg.seg.enabled):
-            continue
+    for stage in pending_stages(cfg, rd, stages, force):
         if not main and stage != "train":
             continue  # under torchrun every rank trains; rank 0 alone runs the other stages
-        if stage_done(rd, stage) and not force:
-            continue
         start = time.perf_counter()
         if stage == "train":
             info = stage_train(cfg, rd, resume=resume, progress=progress)
