@@ -459,7 +459,7 @@ def bench_cam(settings: BenchSettings, backbone: str, method: str = "cism") -> l
 
 
 def bench_seg(settings: BenchSettings, backbone: str) -> list[dict[str, Any]]:
-    """DeepLab-LargeFOV training step (fwd, fp32 CE, bwd, Adam) and single-image inference
+    """DeepLab-LargeFOV training step (fwd, fp32 CE, bwd, fused Adam) and single-image inference
     images/s, per precision, interleaved."""
     import torch.nn.functional as F
 
@@ -477,7 +477,7 @@ def bench_seg(settings: BenchSettings, backbone: str) -> list[dict[str, Any]]:
         policy = named_precision(device, prec)
         model = policy.model(build_segmenter(SegConfig(backbone=backbone, weights=None), NUM_CLASSES + 1).to(device))
         set_depthwise_grad(model, settings.depthwise_grad)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as train.fused_optimizer
         xb = policy.images(x)
 
         def train(model=model, opt=opt, policy=policy, xb=xb) -> None:
@@ -821,7 +821,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{' — quick mode' if s['quick'] else ''}.",
             f"Training: {s['size']}², batch {s['batch']} pairs ({2 * s['batch']} images), "
             f"median of {s['steps']} steps after {s['warmup']} warm-up, {prec}, inputs: {data}, "
-            f"weights random, Adam, Lite0 depthwise backward `{s.get('depthwise_grad', 'aten')}`. "
+            f"weights random, fused Adam, Lite0 depthwise backward `{s.get('depthwise_grad', 'aten')}`. "
             f"Load average at start/end: "
             f"{load['start'][0]:.1f} / {load['end'][0]:.1f} on {os.cpu_count()} cores.",
             f"Command: `{command_line(s)}`.", ""]

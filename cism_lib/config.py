@@ -90,6 +90,10 @@ class TrainConfig:
     # forward convolutions: the same gradients to rounding, a training step ~2× faster here) |
     # aten (PyTorch's kernels; the default before session 12); models.backbones.set_depthwise_grad
     depthwise_grad: str = "conv"
+    # Adam / SGD as one fused kernel over all parameters (classifier and DeepLab; CPU and CUDA):
+    # the same update to rounding, the optimiser step ~3× faster on CPU (docs/benchmarks.md);
+    # false: PyTorch's per-parameter loop, the only path before session 13
+    fused_optimizer: bool = True
     seed: int = 0
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)

@@ -28,7 +28,7 @@ RUN_METRICS: dict[str, str] = {
 }
 # The background threshold each split was scored with (chosen on the other split).
 RUN_PLAIN = {"cam_threshold_train": "BG thr, train", "cam_threshold_val": "BG thr, val"}
-RUN_KEEP = ("row", "seed", "run", "precision", "threads", "depthwise_grad")
+RUN_KEEP = ("row", "seed", "run", "precision", "threads", "depthwise_grad", "fused_optimizer")
 
 
 def cell(mean: float, std: float = math.nan, digits: int = 1) -> str:

@@ -30,9 +30,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         groups = [{"params": [p for p in core.parameters() if p.requires_grad], "lr": cfg.lr}]
     for g in groups:
         g["initial_lr"] = g["lr"]
+    fused = True if cfg.fused_optimizer else None
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def poly_scheduler(opt: torch.optim.Optimizer, total_steps: int, power: float):

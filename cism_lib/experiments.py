@@ -447,12 +447,14 @@ def run_record(table: str, row: Row, seed: int, cfg: RunConfig, rd: Path,
 
 
 def _compute_columns(rd: Path) -> dict[str, Any]:
-    """Torch threads, precision, Lite0's depthwise backward and the processor of a run, from its
-    versions.json (bf16 numbers depend on all four; runs recorded before the depthwise option used aten)."""
+    """Torch threads, precision, Lite0's depthwise backward, the optimiser kernel and the processor
+    of a run, from its versions.json (bf16 numbers depend on all five; runs recorded before the
+    depthwise / fused options used aten / the per-parameter loop)."""
     path = Path(rd) / "versions.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
     return {"threads": record.get("torch_threads"), "precision": record.get("precision", "fp32"),
-            "depthwise_grad": record.get("depthwise_grad", "aten"), "cpu": record.get("cpu")}
+            "depthwise_grad": record.get("depthwise_grad", "aten"),
+            "fused_optimizer": bool(record.get("fused_optimizer", False)), "cpu": record.get("cpu")}
 
 
 def _portable(path: Path) -> str:
@@ -504,7 +506,7 @@ def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- summaries
 DESCRIPTIVE = ("table", "data", "eval_split", "threshold_selected_on", "scales", "flip", "crf",
-               "threads", "precision", "depthwise_grad", "cpu")
+               "threads", "precision", "depthwise_grad", "fused_optimizer", "cpu")
 
 
 def summarise(df: pd.DataFrame, metrics: Sequence[str], by: str = "row") -> pd.DataFrame:

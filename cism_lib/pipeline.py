@@ -124,6 +124,13 @@ def run_dir(cfg: RunConfig) -> Path:
     exclude += ("train.depthwise_grad",)
     if depthwise_conv_run(cfg):
         extra["runtime.depthwise_grad"] = "conv"
+    # likewise the fused optimisers (session 13); runs made by the per-parameter loop keep theirs.
+    # DeepLab-LargeFOV's fc6 skips its all-padding taps on small maps since the same commit
+    # (segment.dilated_conv_inside): a DeepLab re-made with fused_optimizer false differs from
+    # its old numbers in that rounding only.
+    exclude += ("train.fused_optimizer",)
+    if cfg.train.fused_optimizer:
+        extra["runtime.fused_optimizer"] = True
     if cfg.train.init_from:  # the starting weights, not where they lie, make the run
         exclude += ("train.init_from",)
         extra["train.init_from.weights"] = weights_digest(cfg.train.init_from)
@@ -187,7 +194,8 @@ def write_run_record(cfg: RunConfig, rd: Path) -> None:
     rd.mkdir(parents=True, exist_ok=True)
     save_config(cfg, rd / "config.yaml")
     write_json_atomic(rd / "versions.json", {**versions(), **precision(cfg).record(),
-                                             "depthwise_grad": cfg.train.depthwise_grad})
+                                             "depthwise_grad": cfg.train.depthwise_grad,
+                                             "fused_optimizer": cfg.train.fused_optimizer})
 
 
 def stage_done(rd: Path, stage: str) -> bool:
@@ -398,7 +406,8 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
     val_ds = open_val(EvalTransform(mean, std))  # before training: a missing split fails fast
     model = build_segmenter(cfg.seg, train_ds.classes.num_classes)
     train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
-                    amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad)
+                    amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
+                    fused_optimizer=cfg.train.fused_optimizer)
     return evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
                               scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip)
 

@@ -82,3 +82,12 @@ def test_depthwise_conv_gets_its_own_folder_only_where_it_acts(tmp_path) -> None
     assert pipeline.run_dir(resnet) == pipeline.run_dir(replace(resnet, **{"train.depthwise_grad": "aten"}))
     # a ResNet classifier with a Lite0 DeepLab: conv acts on the DeepLab
     assert pipeline.depthwise_conv_run(replace(resnet, **{"seg.enabled": True, "seg.backbone": "efficientnet_lite0"}))
+
+
+def test_fused_optimizer_is_the_default_and_gets_its_own_folder(tmp_path) -> None:
+    fused = _tiny(tmp_path, "runs")
+    loop = replace(fused, **{"train.fused_optimizer": False})
+    assert fused.train.fused_optimizer
+    assert pipeline.run_dir(fused) != pipeline.run_dir(loop)
+    # the loop's folder is the one a run had before the option existed (the option leaves the hash)
+    assert pipeline.run_dir(loop) == pipeline.run_dir(replace(loop, **{"train.fused_optimizer": False}))

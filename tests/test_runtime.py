@@ -85,9 +85,12 @@ def test_results_lines_carry_threads_precision_depthwise_and_cpu(tmp_path) -> No
     from cism_lib import experiments
 
     (tmp_path / "versions.json").write_text(json.dumps({"torch_threads": 1, "precision": "bf16",
-                                                        "depthwise_grad": "conv", "cpu": "Test CPU"}))
+                                                        "depthwise_grad": "conv", "fused_optimizer": True,
+                                                        "cpu": "Test CPU"}))
     assert experiments._compute_columns(tmp_path) == {"threads": 1, "precision": "bf16",
-                                                      "depthwise_grad": "conv", "cpu": "Test CPU"}
+                                                      "depthwise_grad": "conv", "fused_optimizer": True,
+                                                      "cpu": "Test CPU"}
     (tmp_path / "versions.json").write_text(json.dumps({"torch_threads": 2}))  # a record of an older run
     assert experiments._compute_columns(tmp_path) == {"threads": 2, "precision": "fp32",
-                                                      "depthwise_grad": "aten", "cpu": None}
+                                                      "depthwise_grad": "aten", "fused_optimizer": False,
+                                                      "cpu": None}

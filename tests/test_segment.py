@@ -13,7 +13,7 @@ from cism_lib.crf import _palette, write_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.runtime import precision_for
 from cism_lib.segment import (DeepLabLargeFOV, PseudoMaskDataset, Segmenter, build_segmenter,
-                              evaluate_segmenter, train_segmenter)
+                              dilated_conv_inside, evaluate_segmenter, train_segmenter)
 from tests.fixtures import TOY, ArrayDataset
 
 COLOURS = TOY.palette
@@ -64,6 +64,29 @@ def test_largefov_head_layout() -> None:
     assert head.fc6.out_channels == 1024 and head.fc7.kernel_size == (1, 1)
     assert head.fc8.out_channels == 5
     assert head(torch.randn(1, 8, 4, 3)).shape == (1, 5, 4, 3)  # padding keeps the size
+
+
+@pytest.mark.parametrize("shape", [(10, 10), (12, 12), (13, 13), (5, 20), (20, 7), (1, 1)])
+def test_dilated_conv_without_padding_taps_matches_the_full_conv(shape) -> None:
+    """Output and every gradient (input, full weight incl. the zero-gradient taps, bias) equal the
+    plain 3×3 dilation-12 conv's in fp64, on maps smaller, equal and larger than the dilation."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=12, dilation=12).double()
+    x = torch.randn(2, 4, *shape, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 6, *shape, dtype=torch.float64)
+    grads = []
+    for fn in (conv, lambda t: dilated_conv_inside(conv, t)):
+        conv.zero_grad()
+        x.grad = None
+        out = fn(x)
+        (out * g).sum().backward()
+        grads.append((out.detach(), x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()))
+    for full, inside in zip(*grads):
+        torch.testing.assert_close(inside, full, rtol=1e-12, atol=1e-12)
+    if shape[0] <= 12 and shape[1] <= 12:  # only the centre tap ever sees the map
+        off_centre = grads[0][2].clone()
+        off_centre[:, :, 1, 1] = 0
+        assert off_centre.abs().max() == 0 and grads[0][2][:, :, 1, 1].abs().max() > 0
 
 
 def test_unknown_head_is_a_config_error() -> None:
