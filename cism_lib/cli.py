@@ -111,13 +111,19 @@ def _cmd_screen(args: argparse.Namespace) -> None:
         if not path.is_file():
             raise SystemExit(f"{path}: no screen runs yet (run cism screen first)")
         runs = pd.read_csv(path)
-        print(markdown_table(ex.screen_summary(runs[runs["row"].isin(args.rows)] if args.rows else runs)))
+        runs = runs[runs["row"].isin(args.rows)] if args.rows else runs
+        if args.per_class:
+            runs = runs[runs["seed"].isin(args.seeds)] if args.seeds else runs
+            tiles = runs["tiles"].fillna(ex.SCREEN_BUDGET["data.max_train"])  # lines from before the column
+            print(markdown_table(ex.screen_per_class(runs[tiles == args.tiles] if args.tiles else runs)))
+        else:
+            print(markdown_table(ex.screen_summary(runs)))
         return
-    overrides = {"data.max_train": args.tiles, "train.epochs": args.epochs}
+    overrides = {"data.max_train": args.tiles or 600, "train.epochs": args.epochs}
     if args.cam_tiles:
         overrides["cam.max_train"] = args.cam_tiles
     sources = None if args.cam_sources is None else (args.cam_sources or ("slsc", "product"))
-    df = ex.run_screen(args.rows, args.seeds, cam_sources=sources, **overrides)
+    df = ex.run_screen(args.rows, args.seeds or [0, 1], cam_sources=sources, **overrides)
     cols = ["row", "seed", "cam_miou_val", "cam_miou_train", "cam_threshold_val", "run"]
     cols += [c for c in df.columns if c.startswith("cam_miou_val_")]
     print(df[[c for c in cols if c in df]].to_string(index=False))
@@ -169,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train, CAM and score each reading of experiments.SCREEN on the first "
                         "--tiles real training tiles; val mIoU with the threshold chosen on those tiles.")
     sc.add_argument("--rows", nargs="+", default=None, help="row labels (default: every row, in order)")
-    sc.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    sc.add_argument("--tiles", type=int, default=600, help="training tiles (data.max_train)")
+    sc.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: 0 1)")
+    sc.add_argument("--tiles", type=int, default=None, help="training tiles (data.max_train; default: 600)")
     sc.add_argument("--epochs", type=int, default=1)
     sc.add_argument("--cam-tiles", type=int, default=None,
                     help="CAMs of only the first N training tiles, where the threshold is chosen (cam.max_train; "
@@ -178,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--cam-sources", nargs="*", default=None, choices=("slsc", "product"), metavar="SOURCE",
                     help="also score CAMs from the SLSC scorer ('slsc') and/or from its product with W_c "
                     "('product'); the flag alone scores both (hypothesis 1)")
+    sc.add_argument("--per-class", action="store_true",
+                    help="with --summary: one line per run (of --rows, --seeds, --tiles where given) with "
+                         "its per-class val IoU and epoch-mean L_ml, read from its run folder")
     sc.add_argument("--summary", action="store_true",
                     help="print the per-row summary (mean ± std over seeds) of results/isaid512/screen_runs.csv "
                     "as Markdown and run nothing")

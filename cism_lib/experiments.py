@@ -353,6 +353,30 @@ SCREEN_GRADS = ("grad_norm_ml", "grad_norm_sl", "grad_cos_sl", "grad_norm_csm", 
                 "grad_norm_nsc", "grad_cos_nsc")
 
 
+def screen_per_class(runs: pd.DataFrame, root: Path | str = ".") -> pd.DataFrame:
+    """One line per screen run (row, seed, budget) with its val mIoU, per-class val IoU (percent,
+    from the run's metrics/cam_val.json) and its epoch-mean L_ml (the last epoch of
+    train/log.jsonl): what the summary averages away. `run_dir` is read relative to `root` (the
+    repository the runs were made in); a run whose folder is missing there is a DataError naming it."""
+    lines = []
+    for _, r in runs.iterrows():
+        rd = Path(root) / str(r["run_dir"])
+        metrics = rd / "metrics" / "cam_val.json"
+        if not metrics.is_file():
+            raise DataError(f"{metrics}: no val CAM metrics for screen run {r['run']} (made in another checkout?)")
+        m = json.loads(metrics.read_text())
+        log = rd / "train" / "log.jsonl"
+        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+        tiles = r.get("tiles", SCREEN_BUDGET["data.max_train"])
+        line: dict[str, Any] = {"row": r["row"], "seed": int(r["seed"]),
+                                "tiles × epochs": f"{int(tiles)} × {int(r.get('epochs', 1))}",
+                                "val mIoU": round(100 * m["miou"], 1),
+                                "L_ml": round(epochs[-1]["ml"], 3) if epochs and "ml" in epochs[-1] else math.nan}
+        line.update({name: round(100 * v, 1) for name, v in zip(m["class_names"], m["iou"], strict=True)})
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
 def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """The screen's lines (screen_runs.csv) per row and budget (training tiles × epochs): seeds,
     CAM mIoU (percent, mean ± std over seeds, val scored with the threshold chosen on the training

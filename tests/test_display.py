@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from cism_lib import display, experiments
+from cism_lib.errors import DataError
 
 
 def _compare_frame() -> pd.DataFrame:
@@ -157,3 +158,21 @@ def test_category_shift_is_wide_in_percent_and_its_reading_follows_the_mass() ->
     assert "4 or more: 10.0 % → 30.0 %" in text and "moves mass towards" in text
     flat = long.assign(fraction=[0, .3, .4, .2, .05, .05] * 2)
     assert "does not add multi-category queries" in display.reading_figure6(flat)
+
+
+def test_screen_per_class_reads_each_runs_val_iou_and_last_epoch_ml(tmp_path) -> None:
+    import json
+
+    rd = tmp_path / "runs" / "cism-abc"
+    (rd / "metrics").mkdir(parents=True)
+    (rd / "train").mkdir()
+    (rd / "metrics" / "cam_val.json").write_text(json.dumps(
+        {"miou": 0.1234, "iou": [0.8, 0.05, 0.0], "class_names": ["background", "ship", "plane"]}))
+    (rd / "train" / "log.jsonl").write_text('{"epoch": 0, "ml": 0.25}\n{"epoch": 1, "ml": 0.2049}\n')
+    runs = pd.DataFrame({"row": ["CISM"], "seed": [1], "run": ["cism-abc"], "run_dir": ["runs/cism-abc"],
+                         "tiles": [2300], "epochs": [2]})
+    table = experiments.screen_per_class(runs, root=tmp_path)
+    assert table.iloc[0].to_dict() == {"row": "CISM", "seed": 1, "tiles × epochs": "2300 × 2", "val mIoU": 12.3,
+                                       "L_ml": 0.205, "background": 80.0, "ship": 5.0, "plane": 0.0}
+    with pytest.raises(DataError, match="cism-xyz"):
+        experiments.screen_per_class(runs.assign(run="cism-xyz", run_dir="runs/cism-xyz"), root=tmp_path)
