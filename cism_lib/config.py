@@ -91,7 +91,7 @@ class TrainConfig:
     # aten (PyTorch's kernels; the default before session 12); models.backbones.set_depthwise_grad
     depthwise_grad: str = "conv"
     # Adam / SGD as one fused kernel over all parameters (classifier and DeepLab; CPU and CUDA):
-    # the same update to rounding, the optimiser step ~3× faster on CPU (docs/benchmarks.md);
+    # the same update to rounding, a cpu-profile classifier trains ~1.2× faster (docs/benchmarks.md);
     # false: PyTorch's per-parameter loop, the only path before session 13
     fused_optimizer: bool = True
     seed: int = 0

@@ -367,9 +367,11 @@ def screen_per_class(runs: pd.DataFrame, root: Path | str = ".") -> pd.DataFrame
         m = json.loads(metrics.read_text())
         log = rd / "train" / "log.jsonl"
         epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-        tiles = r.get("tiles", SCREEN_BUDGET["data.max_train"])
+        tiles, epochs_run = (r.get(key) for key in ("tiles", "epochs"))  # NaN in lines from before the columns
+        tiles = SCREEN_BUDGET["data.max_train"] if pd.isna(tiles) else tiles
+        epochs_run = SCREEN_BUDGET["train.epochs"] if pd.isna(epochs_run) else epochs_run
         line: dict[str, Any] = {"row": r["row"], "seed": int(r["seed"]),
-                                "tiles × epochs": f"{int(tiles)} × {int(r.get('epochs', 1))}",
+                                "tiles × epochs": f"{int(tiles)} × {int(epochs_run)}",
                                 "val mIoU": round(100 * m["miou"], 1),
                                 "L_ml": round(epochs[-1]["ml"], 3) if epochs and "ml" in epochs[-1] else math.nan}
         line.update({name: round(100 * v, 1) for name, v in zip(m["class_names"], m["iou"], strict=True)})

@@ -174,5 +174,7 @@ def test_screen_per_class_reads_each_runs_val_iou_and_last_epoch_ml(tmp_path) ->
     table = experiments.screen_per_class(runs, root=tmp_path)
     assert table.iloc[0].to_dict() == {"row": "CISM", "seed": 1, "tiles × epochs": "2300 × 2", "val mIoU": 12.3,
                                        "L_ml": 0.205, "background": 80.0, "ship": 5.0, "plane": 0.0}
+    old_line = runs.assign(tiles=math.nan, epochs=math.nan)  # a line from before the budget columns
+    assert experiments.screen_per_class(old_line, root=tmp_path).iloc[0]["tiles × epochs"] == "600 × 1"
     with pytest.raises(DataError, match="cism-xyz"):
         experiments.screen_per_class(runs.assign(run="cism-xyz", run_dir="runs/cism-xyz"), root=tmp_path)
