@@ -113,9 +113,9 @@ def _cmd_screen(args: argparse.Namespace) -> None:
         runs = pd.read_csv(path)
         runs = runs[runs["row"].isin(args.rows)] if args.rows else runs
         if args.per_class:
+            runs = ex.with_screen_budget(runs)
             runs = runs[runs["seed"].isin(args.seeds)] if args.seeds else runs
-            tiles = runs["tiles"].fillna(ex.SCREEN_BUDGET["data.max_train"])  # lines from before the column
-            print(markdown_table(ex.screen_per_class(runs[tiles == args.tiles] if args.tiles else runs)))
+            print(markdown_table(ex.screen_per_class(runs[runs["tiles"] == args.tiles] if args.tiles else runs)))
         else:
             print(markdown_table(ex.screen_summary(runs)))
         return

@@ -353,13 +353,24 @@ SCREEN_GRADS = ("grad_norm_ml", "grad_norm_sl", "grad_cos_sl", "grad_norm_csm", 
                 "grad_norm_nsc", "grad_cos_nsc")
 
 
+def with_screen_budget(runs: pd.DataFrame) -> pd.DataFrame:
+    """The screen's lines with their budget columns filled: `tiles` and `epochs` (absent or NaN in
+    lines from before those columns: the screen's 600 × 1) and `cam_tiles`, the first training
+    tiles where the threshold was chosen (all the training tiles before that option)."""
+    runs = runs.copy()
+    for key, default in (("tiles", SCREEN_BUDGET["data.max_train"]), ("epochs", SCREEN_BUDGET["train.epochs"])):
+        runs[key] = (runs[key] if key in runs.columns else pd.Series(math.nan, index=runs.index)).fillna(default)
+    runs["cam_tiles"] = (runs["cam_tiles"] if "cam_tiles" in runs.columns else runs["tiles"]).fillna(runs["tiles"])
+    return runs
+
+
 def screen_per_class(runs: pd.DataFrame, root: Path | str = ".") -> pd.DataFrame:
     """One line per screen run (row, seed, budget) with its val mIoU, per-class val IoU (percent,
     from the run's metrics/cam_val.json) and its epoch-mean L_ml (the last epoch of
     train/log.jsonl): what the summary averages away. `run_dir` is read relative to `root` (the
     repository the runs were made in); a run whose folder is missing there is a DataError naming it."""
     lines = []
-    for _, r in runs.iterrows():
+    for _, r in with_screen_budget(runs).iterrows():
         rd = Path(root) / str(r["run_dir"])
         metrics = rd / "metrics" / "cam_val.json"
         if not metrics.is_file():
@@ -367,11 +378,8 @@ def screen_per_class(runs: pd.DataFrame, root: Path | str = ".") -> pd.DataFrame
         m = json.loads(metrics.read_text())
         log = rd / "train" / "log.jsonl"
         epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-        tiles, epochs_run = (r.get(key) for key in ("tiles", "epochs"))  # NaN in lines from before the columns
-        tiles = SCREEN_BUDGET["data.max_train"] if pd.isna(tiles) else tiles
-        epochs_run = SCREEN_BUDGET["train.epochs"] if pd.isna(epochs_run) else epochs_run
         line: dict[str, Any] = {"row": r["row"], "seed": int(r["seed"]),
-                                "tiles × epochs": f"{int(tiles)} × {int(epochs_run)}",
+                                "tiles × epochs": f"{int(r['tiles'])} × {int(r['epochs'])}",
                                 "val mIoU": round(100 * m["miou"], 1),
                                 "L_ml": round(epochs[-1]["ml"], 3) if epochs and "ml" in epochs[-1] else math.nan}
         line.update({name: round(100 * v, 1) for name, v in zip(m["class_names"], m["iou"], strict=True)})
@@ -388,11 +396,7 @@ def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
     Rows keep the order of experiments.SCREEN, smaller budgets first."""
     from cism_lib.display import cell
 
-    runs = runs.copy()
-    for key, default in (("tiles", SCREEN_BUDGET["data.max_train"]), ("epochs", SCREEN_BUDGET["train.epochs"])):
-        runs[key] = (runs[key] if key in runs.columns else pd.Series(math.nan, index=runs.index)).fillna(default)
-    # where the threshold was chosen: the first cam_tiles training tiles (all the training tiles before)
-    runs["cam_tiles"] = (runs["cam_tiles"] if "cam_tiles" in runs.columns else runs["tiles"]).fillna(runs["tiles"])
+    runs = with_screen_budget(runs)
     order = [r.label for r in SCREEN]
 
     def rank(kv: tuple) -> tuple:
