@@ -17,6 +17,7 @@ EPILOG = """examples:
   cism run configs/smoke.yaml
   cism train configs/cpu.yaml --model.method cian --train.epochs 2
   cism eval-cams configs/cpu.yaml
+  cism chain runs/cam-5aef32321c --crf.unary label --seg.epochs 8 --seg.curve_images 200
   CISM_ISAID_ROOT=/data/isaid512 cism screen --rows CAM CISM --seeds 0 1
 """
 
@@ -85,6 +86,18 @@ def _cmd_stage(args: argparse.Namespace) -> None:
     rd = pipeline.run_all(cfg, stages=stages, force=args.force, resume=not args.no_resume)
     print(f"run folder: {rd}")
     for k, v in pipeline.read_metrics(rd).items():
+        if isinstance(v, (int, float)):
+            print(f"  {k}: {v:.4f}")
+
+
+def _cmd_chain(args: argparse.Namespace) -> None:
+    from cism_lib import pipeline
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    cfg = pipeline.chain_config(args.run, **overrides)
+    cd = pipeline.run_chain(cfg, args.run, stages=args.stages, force=args.force)
+    print(f"chain folder: {cd}")
+    for k, v in pipeline.read_metrics(cd).items():
         if isinstance(v, (int, float)):
             print(f"  {k}: {v:.4f}")
 
@@ -171,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
         add_config_flags(p)
         p.set_defaults(func=_cmd_stage)
+    ch = sub.add_parser("chain", help="pseudo-masks and DeepLab of a trained run, in <run>/chain/<hash>",
+                        description="CAMs of the train images a chain covers (--cam.max_train; default all), "
+                        "CRF pseudo-masks (threshold chosen by the run's eval on its train CAMs) and DeepLab "
+                        "on them, scored on the whole val split; only --cam.max_train, --crf.* and --seg.* "
+                        "(and --device, --threads) may change. Finished stages are skipped.")
+    ch.add_argument("run", type=Path, help="a run folder whose train and eval stages are done")
+    ch.add_argument("--stages", nargs="+", default=list(("cams", "pseudo", "segment")),
+                    choices=("cams", "pseudo", "segment"), help="(default: all three)")
+    ch.add_argument("--force", action="store_true", help="redo the stages even if done")
+    add_config_flags(ch)
+    ch.set_defaults(func=_cmd_chain)
     sc = sub.add_parser("screen", help="the CISM readings on the real tiles (CISM_ISAID_ROOT), screening budget",
                         description="Train, CAM and score each reading of experiments.SCREEN on the first "
                         "--tiles real training tiles; val mIoU with the threshold chosen on those tiles.")

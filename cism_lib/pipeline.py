@@ -119,6 +119,7 @@ def run_dir(cfg: RunConfig) -> Path:
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
+    exclude += ("seg.curve_images",)  # the learning curve changes no weight
     extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
     # aten (the only path before) keeps the folders of its era; conv, where it acts, is its own run
     exclude += ("train.depthwise_grad",)
@@ -393,9 +394,18 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
 
 
 def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Callable[[Any], Any],
-                     out: Path, device: Any, split: str, progress: bool = True) -> dict[str, Any]:
+                     out: Path, device: Any, split: str, progress: bool = True,
+                     init_seed: int | None = None) -> dict[str, Any]:
     """cfg.seg's DeepLab trained on `train_ds` images with the pseudo-masks in mask_dir (checkpoint
-    and log in out), then scored on `open_val(eval transform)`, a dataset with ground truth."""
+    and log in out), then scored on `open_val(eval transform)`, a dataset with ground truth.
+
+    `init_seed` seeds the new head's random weights (the chain's DeepLab: the same in any process);
+    None draws them from the global generator as it stands (stage_segment: a deterministic
+    function of the stages run before it in the same process, kept so its runs stay reproducible).
+    """
+    import numpy as np
+    import torch
+
     from cism_lib.data.transforms import EvalTransform, TrainTransform, normalization_for
     from cism_lib.segment import PseudoMaskDataset, build_segmenter, evaluate_segmenter, train_segmenter
 
@@ -404,12 +414,32 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
                         mean=mean, std=std)
     pseudo = PseudoMaskDataset(train_ds, mask_dir, tf)
     val_ds = open_val(EvalTransform(mean, std))  # before training: a missing split fails fast
+    if init_seed is not None:
+        torch.manual_seed(init_seed)
     model = build_segmenter(cfg.seg, train_ds.classes.num_classes)
-    train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
-                    amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
-                    fused_optimizer=cfg.train.fused_optimizer)
-    return evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
-                              scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip)
+    curve = None
+    if cfg.seg.curve_images > 0:
+        head = torch.utils.data.Subset(val_ds, range(min(cfg.seg.curve_images, len(val_ds))))
+        head.classes = val_ds.classes
+
+        def curve(net: Any) -> dict[str, Any]:
+            m = evaluate_segmenter(net, head, device, amp=cfg.train.amp)
+            return {"val_miou": m["miou"], "val_oa": m["oa"], "val_images": len(head)}
+
+    history = train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
+                              amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
+                              fused_optimizer=cfg.train.fused_optimizer, on_epoch=curve)
+    m = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
+                           scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip)
+    if (tuple(cfg.seg.eval_scales), cfg.seg.eval_flip) != ((1.0,), False):  # and the plain protocol
+        single = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp)
+        m["single_scale"] = {k: single[k] for k in ("miou", "oa", "iou")}
+    m["steps"] = int(sum(r["steps"] for r in history))
+    if cfg.seg.curve_images > 0:  # val mIoU of the first curve_images val images after each epoch
+        steps = np.cumsum([r["steps"] for r in history])
+        m["curve"] = [{"epoch": r["epoch"], "steps": int(n), "loss": r["loss"], "val_miou": r.get("val_miou")}
+                      for r, n in zip(history, steps, strict=True)]
+    return m
 
 
 STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -442,6 +472,136 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
         if main:  # with its wall time, so a profile's cost can be split by stage (stage_seconds)
             mark_done(rd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
     return rd
+
+
+# ----------------------------------------------------------------------------- a trained run's chain
+# The stages after the classifier as their own runs inside its folder: `<run>/chain/<hash>/`, one
+# per setting of the values below, so that a new CRF or DeepLab setting reuses the trained
+# classifier and its CAMs (a seg-enabled run_dir hashes the seg values, so every DeepLab variant
+# there retrains the classifier). The hash covers the non-default values of these keys only.
+CHAIN_KEYS = ("cam.max_train", "crf", "seg")
+CHAIN_STAGES = ("cams", "pseudo", "segment")
+_CHAIN_IGNORED = ("crf.workers", "seg.enabled", "seg.curve_images")  # change no number
+
+
+def chain_config(rd: Path, **overrides: Any) -> RunConfig:
+    """The config of a trained run folder (its config.yaml) with `overrides` of cam.max_train,
+    crf.* and seg.* (device and threads too: where it runs, not what it computes); a ConfigError
+    names any other key (they would describe another classifier)."""
+    from cism_lib.config import load_config
+
+    path = Path(rd) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{rd}: not a run folder (no config.yaml); train a classifier there first")
+    allowed = CHAIN_KEYS + ("device", "threads")
+    bad = [k for k in overrides if not any(k == a or k.startswith(a + ".") for a in allowed)]
+    if bad:
+        raise ConfigError(f"{rd}: a chain changes only cam.max_train, crf.* and seg.*, not {bad}")
+    return load_config(path, {"seg.enabled": True, **overrides})
+
+
+def chain_dir(cfg: RunConfig, rd: Path) -> Path:
+    """`<rd>/chain/<10 hex>`: where the chain of `cfg` (chain_config) lives in the run folder rd."""
+    import hashlib
+
+    from cism_lib.config import non_default
+
+    key = {k: v for k, v in non_default(cfg).items()
+           if any(k == c or k.startswith(c + ".") for c in CHAIN_KEYS) and k not in _CHAIN_IGNORED}
+    return Path(rd) / "chain" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, force: bool = False,
+              progress: bool = True) -> Path:
+    """CAMs of the train images the chain covers (cam.max_train; into the run's own cams/, so
+    they are shared), CRF pseudo-masks of them and DeepLab on those, in chain_dir(cfg, rd).
+
+    Needs the run's `train` and `eval` stages (the classifier and its CAM scores). The pseudo-mask
+    threshold is the one the run's eval chose on its train CAMs (cam_threshold_<val>), so the val
+    split, where DeepLab is scored, chooses nothing; DeepLab is scored on the whole val split.
+    Each finished stage leaves a marker in `<chain>/stages/`: an interrupted chain resumes there.
+    """
+    from cism_lib.runtime import setup_cpu
+
+    rd = Path(rd)
+    unknown = set(stages) - set(CHAIN_STAGES)
+    if unknown:
+        raise ConfigError(f"unknown chain stage(s) {sorted(unknown)}; stages are {CHAIN_STAGES}")
+    for needed in ("train", "eval"):
+        if not stage_done(rd, needed):
+            raise ConfigError(f"{rd}: the run's {needed!r} stage is not done; its chain needs it")
+    run_cam = json.loads((rd / "cams" / cfg.data.train_split / "cam_meta.json").read_text())
+    if run_cam != {"scales": list(cfg.cam.scales), "flip": cfg.cam.flip}:
+        raise ConfigError(f"{rd}: its CAMs were made with {run_cam}; a chain may change cam.max_train only")
+    setup_cpu(cfg.threads)
+    cd = chain_dir(cfg, rd)
+    cd.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, cd / "config.yaml")
+    for stage in [s for s in CHAIN_STAGES if s in stages and (force or not stage_done(cd, s))]:
+        start = time.perf_counter()
+        info = CHAIN_FUNCS[stage](cfg, rd, cd, progress)
+        mark_done(cd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
+    return cd
+
+
+def _chain_cams(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
+    """The run's CAMs of every train image the chain covers (those already there are kept)."""
+    from cism_lib.cam import make_cams
+    from cism_lib.engine import CKPT_NAME, load_classifier
+
+    device = _device(cfg)
+    ds = cam_split(cfg, cfg.data.train_split, progress=progress)
+    model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
+    mean, std = normalization(cfg)
+    written = make_cams(model, ds, rd / "cams" / cfg.data.train_split, cfg.cam, device, progress=progress,
+                        mean=mean, std=std, amp=cfg.train.amp)
+    return {"images": len(ds), "written": len(written)}
+
+
+def _chain_pseudo(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
+    """CRF pseudo-masks of the chain's train images, scored against their ground truth."""
+    from cism_lib.metrics import write_metrics
+
+    train, val = _eval_splits(cfg)
+    threshold = read_metrics(rd).get(f"cam_threshold_{val}")
+    if threshold is None:
+        raise ConfigError(f"{rd}: metrics.json has no cam_threshold_{val} (run its eval stage)")
+    ds = cam_split(cfg, train, progress=progress)
+    m = pseudo_masks_scored(cfg, rd / "cams" / train, ds, cd / "pseudo", threshold,
+                            split=f"{train} ({len(ds)} images)",
+                            selected_on=_threshold_split(rd, val) or train, progress=progress)
+    write_metrics(m, cd / "metrics", "pseudo_train")
+    update_metrics(cd, pseudo_miou_train=m["miou"], pseudo_oa_train=m["oa"], pseudo_coverage=m["coverage"],
+                   pseudo_threshold=threshold, pseudo_images=len(ds))
+    return {"miou": m["miou"], "images": len(ds)}
+
+
+def _threshold_split(rd: Path, report: str) -> str | None:
+    """Where the run's eval chose the threshold it applied to split `report` (its protocol)."""
+    path = rd / "metrics" / f"cam_{report}.json"
+    return json.loads(path.read_text()).get("protocol", {}).get("threshold_selected_on") if path.is_file() else None
+
+
+def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
+    """DeepLab on the chain's pseudo-masks, scored on the whole val split."""
+    from cism_lib.metrics import write_metrics
+
+    train, val = _eval_splits(cfg)
+    vcfg = replace(cfg, **{"data.max_val": None})
+    m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), cd / "pseudo",
+                         lambda tf: open_split(vcfg, val, transform=tf, progress=progress),
+                         cd / "seg", _device(cfg), split=f"{val} (all images)", progress=progress,
+                         init_seed=cfg.train.seed)
+    write_metrics(m, cd / "metrics", "seg_val")
+    entries = {"seg_miou_val": m["miou"], "seg_oa_val": m["oa"], "seg_steps": m["steps"]}
+    if "single_scale" in m:
+        entries.update(seg_miou_val_single=m["single_scale"]["miou"], seg_oa_val_single=m["single_scale"]["oa"])
+    update_metrics(cd, **entries)
+    return {"miou": m["miou"], "steps": m["steps"]}
+
+
+CHAIN_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
+    "cams": _chain_cams, "pseudo": _chain_pseudo, "segment": _chain_segment}
 
 
 def collect_runs(root: str | Path = "runs") -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,10 @@ def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) 
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
-    if not matches_stored(ckpt.get("config"), cfg):
+    stored = ckpt.get("config")
+    if isinstance(stored, dict):  # the learning curve's size changes no weight
+        stored = {**stored, "curve_images": cfg.curve_images}
+    if not matches_stored(stored, cfg):
         raise CheckpointError(f"{path}: made for config {ckpt.get('config')}, not {to_dict(cfg)}; "
                               "use another out_dir or delete it")
     model.load_state_dict(ckpt["model"])
@@ -244,9 +248,14 @@ def _epoch_loader(train_ds: Any, cfg: SegConfig, seed: int, epoch: int) -> torch
 def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: torch.device | str,
                     out_dir: str | Path, progress: bool = True, seed: int = 0,
                     amp: bool = True, depthwise_grad: str = "aten",
-                    fused_optimizer: bool = False) -> list[dict]:
+                    fused_optimizer: bool = False,
+                    on_epoch: Callable[[nn.Module], dict[str, Any]] | None = None) -> list[dict]:
     """Train on pseudo-masks (CE, ignore 255, cfg.class_weights); a checkpoint and a JSON-lines
     record per epoch (and class_weights.json when weighted); `fused_optimizer` as in _optimizer.
+
+    `on_epoch(model)`, when given, runs after each epoch's steps and its returned entries join
+    that epoch's record (the learning curve: e.g. a val score); it must leave the model's weights
+    as they are (the next epoch puts the model back in training mode).
 
     Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
     The network runs under `runtime.precision_for(device, amp)`, the loss in fp32; a Lite0
@@ -278,6 +287,8 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
         with progress_bar(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
             stats = _train_one_epoch(model, loader, opt, sched, device, bar, precision, weight)
         record = {"epoch": epoch + 1, **stats, **precision.record(), "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
+        if on_epoch is not None:
+            record.update(on_epoch(model))
         history.append(record)
         _save(out / CHECKPOINT, cfg, model, opt, sched, history)
         write_text_atomic(out / LOG, "".join(json.dumps(r) + "\n" for r in history))

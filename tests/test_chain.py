@@ -1,0 +1,126 @@
+"""A trained run's chain (pipeline.run_chain): its own folder per CRF / DeepLab setting inside the
+classifier run, the threshold protocol, resume, the learning curve, and its one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cism_lib import pipeline
+from cism_lib.cli import main as cli_main
+from cism_lib.config import replace
+from cism_lib.errors import ConfigError
+from tests.test_pipeline import tiny_config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """One SynthAerial folder for the whole module."""
+    path = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CISM_DATA_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(autouse=True)
+def _data_env(data_dir, monkeypatch):
+    monkeypatch.setenv("CISM_DATA_DIR", str(data_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A classifier run (no DeepLab) with CAMs of only its first 8 train images, scored."""
+    cfg = tiny_config(tmp_path_factory.mktemp("chain"), **{"seg.enabled": False, "cam.max_train": 8})
+    rd = pipeline.run_all(cfg, stages=("train", "cams", "eval"), progress=False)
+    return cfg, rd
+
+
+def test_chain_covers_every_train_image_and_keeps_the_threshold_chosen_on_train(trained):
+    _, rd = trained
+    assert len(list((rd / "cams" / "train").glob("*.npz"))) == 8
+    cfg = pipeline.chain_config(rd, **{"cam.max_train": None, "seg.curve_images": 4})
+    cd = pipeline.run_chain(cfg, rd, progress=False)
+    assert cd.parent == rd / "chain"
+    assert len(list((rd / "cams" / "train").glob("*.npz"))) == 16  # the run's CAMs, completed
+    assert len(list((cd / "pseudo").glob("*.png"))) == 16
+    m = pipeline.read_metrics(cd)
+    run = pipeline.read_metrics(rd)
+    assert m["pseudo_threshold"] == run["cam_threshold_val"]  # chosen by eval on the train CAMs
+    assert m["pseudo_images"] == 16 and 0 <= m["pseudo_miou_train"] <= 1
+    proto = json.loads((cd / "metrics" / "pseudo_train.json").read_text())["protocol"]
+    assert proto["threshold_selected_on"] == "train" and proto["split"] == "train (16 images)"
+    seg = json.loads((cd / "metrics" / "seg_val.json").read_text())
+    assert seg["protocol"]["split"] == "val (all images)" and 0 <= m["seg_miou_val"] <= 1
+    # the curve: one point per epoch, on the first 4 val images, cumulative steps
+    assert [p["epoch"] for p in seg["curve"]] == [1] and seg["curve"][0]["steps"] == m["seg_steps"] == 4
+    assert 0 <= seg["curve"][0]["val_miou"] <= 1
+    log = [json.loads(line) for line in (cd / "seg" / "seg_log.jsonl").read_text().splitlines()]
+    assert log[0]["val_images"] == 4
+    assert not (rd / "pseudo").exists() and not (rd / "seg").exists()  # the run folder itself: untouched
+
+
+def test_chain_folders_are_keyed_by_their_own_values_only(trained):
+    _, rd = trained
+    base = pipeline.chain_config(rd)
+    assert pipeline.chain_dir(base, rd) == pipeline.chain_dir(pipeline.chain_config(rd, **{
+        "crf.workers": 3, "seg.curve_images": 10, "device": "cpu"}), rd)  # change no number
+    others = [pipeline.chain_dir(pipeline.chain_config(rd, **o), rd) for o in (
+        {"crf.unary": "label"}, {"seg.epochs": 2}, {"cam.max_train": None}, {"crf.band": (0.5, 1.5)})]
+    assert len({pipeline.chain_dir(base, rd), *others}) == 5
+
+
+def test_finished_chain_stages_are_skipped_and_a_missing_one_resumes(trained, monkeypatch):
+    _, rd = trained
+    cfg = pipeline.chain_config(rd, **{"crf.enabled": False, "seg.epochs": 1})
+    cd = pipeline.run_chain(cfg, rd, stages=("cams", "pseudo"), progress=False)
+    assert not pipeline.stage_done(cd, "segment")
+    monkeypatch.setitem(pipeline.CHAIN_FUNCS, "pseudo", lambda *a: pytest.fail("pseudo re-run"))
+    monkeypatch.setitem(pipeline.CHAIN_FUNCS, "cams", lambda *a: pytest.fail("cams re-run"))
+    assert pipeline.run_chain(cfg, rd, progress=False) == cd
+    assert pipeline.stage_done(cd, "segment") and "seg_miou_val" in pipeline.read_metrics(cd)
+
+
+def test_curve_changes_no_weight(trained, tmp_path):
+    from cism_lib.segment import build_segmenter
+
+    _, rd = trained
+    cfg = pipeline.chain_config(rd, **{"crf.enabled": False})
+    cd = pipeline.run_chain(cfg, rd, stages=("cams", "pseudo"), progress=False)
+    weights = []
+    for n in (0, 3):
+        c = pipeline.chain_config(rd, **{"crf.enabled": False, "seg.epochs": 2, "seg.curve_images": n})
+        pipeline.segmenter_scored(c, pipeline.cam_split(c, "train", progress=False), cd / "pseudo",
+                                  lambda tf, c=c: pipeline.open_split(c, "val", transform=tf, progress=False),
+                                  tmp_path / f"seg{n}", "cpu", split="val", progress=False, init_seed=0)
+        model = build_segmenter(c.seg, 16)
+        model.load_state_dict(torch.load(tmp_path / f"seg{n}" / "seg_checkpoint.pth", weights_only=True)["model"])
+        weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_chain_refuses_other_keys_and_untrained_runs(trained, tmp_path):
+    _, rd = trained
+    with pytest.raises(ConfigError, match=r"changes only cam.max_train, crf\.\* and seg\.\*, not \['model.lam'\]"):
+        pipeline.chain_config(rd, **{"model.lam": 0.1})
+    with pytest.raises(ConfigError, match="not a run folder"):
+        pipeline.chain_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"changes only .*not \['cam.flip'\]"):
+        pipeline.chain_config(rd, **{"cam.flip": False})
+    cfg = pipeline.chain_config(rd)  # a config built by hand: its CAMs would not be the run's
+    with pytest.raises(ConfigError, match="its CAMs were made with .* a chain may change cam.max_train only"):
+        pipeline.run_chain(replace(cfg, **{"cam.flip": not cfg.cam.flip}), rd, progress=False)
+    untrained = tiny_config(tmp_path, **{"seg.enabled": False})
+    rd2 = pipeline.run_dir(untrained)
+    pipeline.write_run_record(untrained, rd2)
+    with pytest.raises(ConfigError, match="'train' stage is not done"):
+        pipeline.run_chain(pipeline.chain_config(rd2), rd2, progress=False)
+
+
+def test_cli_chain_prints_the_folder_and_one_line_errors(trained, capsys):
+    _, rd = trained
+    assert cli_main(["chain", str(rd), "--crf.enabled", "false", "--stages", "cams", "pseudo"]) == 0
+    out = capsys.readouterr().out
+    assert "chain folder:" in out and "pseudo_miou_train" in out
+    assert cli_main(["chain", str(rd), "--train.lr", "0.1"]) == 2
+    assert "changes only cam.max_train" in capsys.readouterr().err
