@@ -116,11 +116,25 @@ class Plan:
     rows: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # table -> labels to run
     max_seeds: Mapping[str, int] = field(default_factory=dict)  # table -> cap on seeds per row
     table_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # table -> budget
+    # Table 1/2's pseudo-masks and DeepLab as a chain of each classifier run (pipeline.run_chain)
+    # with these cam.max_train / crf.* / seg.* overrides, for the rows of chain_rows (None: all);
+    # None: the runs' own pseudo / segment stages (a seg-enabled run, as the synthetic profiles)
+    chain: Mapping[str, Any] | None = None
+    chain_rows: tuple[str, ...] | None = None
+    report: str = "train"                # Table 1's CAM split: train (threshold from val) or val
 
 
 # The real-tile screening budget (docs/results.md, "The real-tile screen"): 600 tiles, one epoch.
 SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False,
                                  "train.grad_probe": True}
+# The full real-tile budget of the CISM issue (`cism screen --tiles 2300 --cam-tiles 300`): every
+# training tile for one epoch, CAMs of the first 300 (where val's threshold is chosen); the same
+# folders as those screen runs.
+FULL_BUDGET: dict[str, Any] = {**SCREEN_BUDGET, "data.max_train": 2300, "cam.max_train": 300}
+# The real-tile chain (docs/results.md, "Session 14"): pseudo-masks of every training tile, then
+# DeepLab-LargeFOV on Lite0 at 256² crops, its val curve on the first 200 val tiles.
+REAL_CHAIN: dict[str, Any] = {"cam.max_train": None, "crf.unary": "label", "seg.crop_size": 256,
+                              "seg.epochs": 6, "seg.curve_images": 200}
 
 PLANS: dict[str, Plan] = {
     # smoke: 4 distinct classifier runs in all (CIAN, CISM, CISM without SLSC, CISM + MCSG) on 48
@@ -148,8 +162,9 @@ PLANS: dict[str, Plan] = {
                            "table6": ("CIAN", "CISM", "CISM +SLSC"),
                            "table7": ("Baseline (CIAN)", "CISM", "CISM +MCSG"),
                            "table8": ("ml", "ml+sl+csm+nsc")},
-                     table_overrides={t: SCREEN_BUDGET
-                                      for t in ("table4", "table5", "table6", "table7", "table8")}),
+                     table_overrides={"table1": FULL_BUDGET,
+                                      **{t: SCREEN_BUDGET for t in ("table4", "table5", "table6", "table7", "table8")}},
+                     chain=REAL_CHAIN, chain_rows=("CAM", "CISM"), report="val"),
 }
 # Profiles whose own data are real tiles: their notebooks skip the extra "real tiles" cells.
 REAL_PROFILES = ("paper", "isaid512")
@@ -506,16 +521,37 @@ def run_rows(table: str, profile: str = "cpu", seeds: Sequence[int] | None = Non
 
     jobs = [(row, s) for row, plan_seeds in planned_rows(table, profile)
             for s in (plan_seeds if seeds is None else seeds)]
+    report = plan_for(profile).report if base is None else "train"
     records = []
     for row, seed in progress_bar(jobs, desc=table, disable=not progress):
         cfg = row_config(row, profile, seed, base, table)
-        rd = run_all(cfg, stages=stages, progress=progress)
+        chain = row_chain(profile, row.label, cfg) if base is None and set(stages) & {"pseudo", "segment"} else None
+        rd = run_all(cfg, stages=CAM_STAGES if chain is not None else stages, progress=progress)
         # the metrics of the stages asked for: a run shared with Table 1 may have pseudo-masks and
         # a DeepLab too, depending on which notebook ran first; the table is the same either way
-        record = run_record(table, row, seed, cfg, rd)
+        record = run_record(table, row, seed, cfg, rd, report)
+        if chain is not None:
+            from cism_lib.pipeline import chain_config, run_chain, scalar_metrics
+
+            cd = run_chain(chain_config(rd, **chain), rd, progress=progress)
+            record.update({**scalar_metrics(cd), "chain_dir": _portable(cd)})
         skip = tuple(prefix for stage, prefix in (("pseudo", "pseudo_"), ("segment", "seg_")) if stage not in stages)
         records.append({k: v for k, v in record.items() if not (skip and k.startswith(skip))})
     return pd.DataFrame(records)
+
+
+def row_chain(profile: str, label: str, cfg: RunConfig) -> dict[str, Any] | None:
+    """The chain overrides (Plan.chain) a Table 1 row of the profile gets, or None: when the plan
+    has no chain, the row is not one of its chain_rows, or the run trains its own DeepLab."""
+    plan = plan_for(profile)
+    if plan.chain is None or cfg.seg.enabled or (plan.chain_rows is not None and label not in plan.chain_rows):
+        return None
+    return dict(plan.chain)
+
+
+def table1_report(profile: str) -> str:
+    """The split of Table 1's CAM scores in a profile (train: threshold chosen on val; val: on train)."""
+    return plan_for(profile).report
 
 
 def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
@@ -584,10 +620,12 @@ def _summary(ours: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return summary.set_index("row")
 
 
-def compare(table: str, ours: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Paper and ours side by side for Tables 4-8 (percent); rows we did not run are NaN."""
+def compare(table: str, ours: pd.DataFrame, metrics: Mapping[str, str] | None = None,
+            report: str = "train") -> pd.DataFrame:
+    """Paper and ours side by side for Tables 4-8 (percent); rows we did not run are NaN.
+    Tables 1 and 2 (compare_table1 / compare_table2) use the CAM scores of split `report`."""
     if table in ("table1", "table2"):
-        return compare_table1(ours) if table == "table1" else compare_table2(ours)
+        return compare_table1(ours, report) if table == "table1" else compare_table2(ours, report)
     metrics = dict(metrics or CAM_METRICS)
     paper = paper_table(table)
     summary = _summary(ours, list(metrics.values()))
@@ -608,14 +646,15 @@ def compare(table: str, ours: pd.DataFrame, metrics: Mapping[str, str] | None = 
     return pd.DataFrame(lines)
 
 
-def compare_table1(ours: pd.DataFrame) -> pd.DataFrame:
+def compare_table1(ours: pd.DataFrame, report: str = "train") -> pd.DataFrame:
     """Per-class IoU (percent): the paper's line and ours for CAM, CIAN and CISM (NaN if absent).
 
-    `ours` must carry the class columns of `per_class_iou` (raw or summarised).
+    `ours` must carry the class columns of `per_class_iou` (raw or summarised) of the CAM scores
+    of split `report`; mIoU is its cam_miou_<report>.
     """
     paper = paper_table("table1")
     cols = [*ISAID.abbrev, "mIoU"]
-    src = ours.rename(columns={CAM_METRICS["mIoU"]: "mIoU"}) if not ours.empty else ours
+    src = ours.rename(columns={f"cam_miou_{report}": "mIoU"}) if not ours.empty else ours
     summary = _summary(src, cols)
     lines = []
     for row in table_rows("table1"):
@@ -631,11 +670,14 @@ def compare_table1(ours: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def compare_table2(ours: pd.DataFrame) -> pd.DataFrame:
-    """Image-level rows of Table 2 (DeepLab mIoU) beside our pseudo-mask and DeepLab mIoU (percent)."""
+def compare_table2(ours: pd.DataFrame, report: str = "train") -> pd.DataFrame:
+    """Image-level rows of Table 2 (DeepLab mIoU) beside our chain (percent): the CAMs (split
+    `report`), the pseudo-masks (train) and DeepLab (val), mIoU and OA."""
     paper = paper_table("table2")
     weak = paper[paper["supervision"] == "W(I)"].set_index("model")["mIoU"]
-    keys = {"pseudo mIoU": "pseudo_miou_train", "DeepLab mIoU": "seg_miou_val"}
+    keys = {"CAM mIoU": f"cam_miou_{report}", "CAM OA": f"cam_oa_{report}",
+            "pseudo mIoU": "pseudo_miou_train", "pseudo OA": "pseudo_oa_train",
+            "DeepLab mIoU": "seg_miou_val", "DeepLab OA": "seg_oa_val"}
     summary = _summary(ours, list(keys.values()))
     lines = []
     for row in table_rows("table1"):
@@ -711,10 +753,35 @@ def profile_runs(profile: str) -> list[tuple[RunConfig, tuple[str, ...]]]:
     for table in TABLES:
         for row, seeds in planned_rows(table, profile):
             for seed in seeds:
-                add(row_config(row, profile, seed, table=table), STAGES if table == "table1" else CAM_STAGES)
+                cfg = row_config(row, profile, seed, table=table)
+                whole = table == "table1" and row_chain(profile, row.label, cfg) is None and cfg.seg.enabled
+                add(cfg, STAGES if whole else CAM_STAGES)
     add(experiment_config(profile, **{"model.method": "cism"}), CAM_STAGES)
     jobs = [(cfg, tuple(s for s in STAGES if s in stages)) for cfg, stages in wanted.values()]
     return sorted(jobs, key=lambda job: -len(job[1]))
+
+
+def profile_chains(profile: str) -> list[tuple[RunConfig, dict[str, Any]]]:
+    """(run config, chain overrides) of every Table 1 run the profile chains (Plan.chain)."""
+    out = []
+    for row, seeds in planned_rows("table1", profile):
+        for seed in seeds:
+            cfg = row_config(row, profile, seed, table="table1")
+            chain = row_chain(profile, row.label, cfg)
+            if chain is not None:
+                out.append((cfg, chain))
+    return out
+
+
+def _chain_job(cfg: RunConfig, chain: dict[str, Any]) -> tuple[str, float]:
+    """One chain in a worker process of `prepare_runs` → (chain folder, seconds)."""
+    import time
+
+    from cism_lib.pipeline import chain_config, run_chain, run_dir
+
+    start = time.perf_counter()
+    rd = run_dir(cfg)
+    return str(run_chain(chain_config(rd, **chain), rd, progress=False)), time.perf_counter() - start
 
 
 def _run_job(cfg: RunConfig, stages: tuple[str, ...]) -> tuple[str, float]:
@@ -750,18 +817,41 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
     On 2 cores two 1-thread runs side by side do ~1.3× the work of one 2-thread run. The data
     are prepared once first (SynthAerial generation, the image-level label caches), so workers
     never write them concurrently. A failed run stops it with a one-line error naming its folder.
+    Then the chains of Plan.chain (pseudo-masks and DeepLab of Table 1's runs), the same way.
     """
+    from cism_lib.pipeline import pending_stages, run_dir
+
+    jobs = [(cfg, stages) for cfg, stages in profile_runs(profile)
+            if pending_stages(cfg, run_dir(cfg), stages)]
+    done = _pool(profile, _run_job, jobs, workers, log, "runs") if jobs else []
+    chains = [(cfg, chain) for cfg, chain in profile_chains(profile) if not _chain_finished(cfg, chain)]
+    if chains:  # after every classifier run is done: each chain needs its run's classifier and CAMs
+        done += _pool(profile, _chain_job, chains, workers, log, "chains (pseudo-masks and DeepLab)")
+    return done
+
+
+def _chain_finished(cfg: RunConfig, chain: dict[str, Any]) -> bool:
+    """True when every stage of a run's chain has its marker (False when the run is not done)."""
+    from cism_lib.pipeline import CHAIN_STAGES, chain_config, chain_dir, run_dir, stage_done
+
+    rd = run_dir(cfg)
+    if not (rd / "config.yaml").is_file():
+        return False
+    cd = chain_dir(chain_config(rd, **chain), rd)
+    return all(stage_done(cd, s) for s in CHAIN_STAGES)
+
+
+def _pool(profile: str, fn: Any, jobs: list[tuple[RunConfig, Any]], workers: int, log: Any,
+          what: str) -> list[Path]:
+    """fn(cfg, extra) for each job in `workers` spawned processes; a failure stops all with one
+    line naming the run folder."""
     import multiprocessing
     import time
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from cism_lib.errors import CismError
-    from cism_lib.pipeline import open_split, pending_stages, run_dir
+    from cism_lib.pipeline import open_split, run_dir
 
-    jobs = [(cfg, stages) for cfg, stages in profile_runs(profile)
-            if pending_stages(cfg, run_dir(cfg), stages)]
-    if not jobs:
-        return []
     seen: set[tuple[Any, ...]] = set()
     for cfg, _ in jobs:  # generate / label each dataset in this process first
         key = (cfg.data.dataset, cfg.data.root, cfg.data.max_train, cfg.data.max_val)
@@ -769,11 +859,11 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
             seen.add(key)
             for split in (cfg.data.train_split, cfg.data.val_split):
                 open_split(cfg, split, progress=False)
-    log(f"[{profile}] {len(jobs)} runs in {workers} processes of {jobs[0][0].threads} thread(s)")
+    log(f"[{profile}] {len(jobs)} {what} in {workers} processes of {jobs[0][0].threads} thread(s)")
     start, done = time.perf_counter(), []
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_run_job, cfg, stages): run_dir(cfg) for cfg, stages in jobs}
+        futures = {pool.submit(fn, cfg, extra): run_dir(cfg) for cfg, extra in jobs}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -786,7 +876,8 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
                     raise CismError(f"{futures[fut]}: {message}") from exc
                 folder, seconds = fut.result()
                 done.append(Path(folder))
-                log(f"[{profile}] run {len(done)}/{len(jobs)} {Path(folder).name} in {seconds / 60:.1f} min "
+                shown = Path(folder).name if what == "runs" else "/".join(Path(folder).parts[-3:])
+                log(f"[{profile}] {what.split()[0][:-1]} {len(done)}/{len(jobs)} {shown} in {seconds / 60:.1f} min "
                     f"({(time.perf_counter() - start) / 60:.1f} min so far)")
     return done
 
@@ -960,6 +1051,70 @@ def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
         sample["notes"] = notes
         samples.append(sample)
     return samples
+
+
+def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "val", n: int = 4,
+                   indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Image, ground truth, then for each model its CAM, its pseudo-mask (train split only: the
+    chain makes masks of training images) and its DeepLab prediction, for n images (the real-tile
+    figure). `chains` maps a model name to (its run config, its chain folder) as run_rows records
+    them; CAMs are shown and noted as in cam_examples (the focus class of the first model's
+    labels), masks and predictions with their mIoU on the image."""
+    from cism_lib.cam import cam_to_labels, load_cam
+    from cism_lib.crf import read_index_png
+    from cism_lib.data.transforms import normalization_for
+    from cism_lib.pipeline import open_split, read_metrics, run_dir
+    from cism_lib.segment import load_segmenter, predict_segmenter
+
+    first = next(iter(chains.values()))[0]
+    ds = open_split(first, split, progress=False)
+    k_all = ds.classes.num_classes
+    idx = list(indices) if indices is not None else _image_order(ds.labels, n)
+    nets = {}
+    for name, (_, cd) in chains.items():
+        ccfg = load_config(Path(cd) / "config.yaml")  # the chain's whole config (run_chain saves it)
+        nets[name] = (load_segmenter(ccfg.seg, k_all, Path(cd) / "seg" / "seg_checkpoint.pth"),
+                      normalization_for(ccfg.seg.backbone), ccfg.train.amp)
+    thresholds = {name: float(read_metrics(run_dir(cfg)).get(f"cam_threshold_{split}", 0.3))
+                  for name, (cfg, _) in chains.items()}
+    samples = []
+    for i in idx:
+        image, gt = ds.read(i)
+        sid = ds.ids[i]
+        cams = {name: load_cam(run_dir(cfg) / "cams" / split / f"{sid}.npz", ds.classes.num_foreground)
+                for name, (cfg, _) in chains.items()}
+        k = focus_class(next(iter(cams.values()))[1], gt)
+        sample: dict[str, Any] = {"image": image, "ground truth": gt}
+        notes = {"ground truth": ", ".join(ds.classes.abbrev[c] if ds.classes.abbrev else ds.classes.names[c]
+                                           for c in sorted({int(v) for v in np.unique(gt)} - {0, 255}))}
+        for name, (cam, _) in cams.items():
+            sample[f"{name} CAM"] = cam[k - 1] if k else np.zeros(cam.shape[1:], np.float32)
+            if k:
+                iou = image_iou(gt, cam_to_labels(cam, thresholds[name]), k_all, k)
+                notes[f"{name} CAM"] = f"{ds.classes.names[k]}: IoU {100 * iou:.1f}"
+        if split == first.data.train_split:
+            for name, (_, cd) in chains.items():
+                mask = read_index_png(Path(cd) / "pseudo" / f"{sid}.png")
+                sample[f"{name} pseudo-mask"] = mask
+                notes[f"{name} pseudo-mask"] = f"mIoU {100 * image_iou(gt, mask, k_all):.1f}"
+        for name, (net, (mean, std), amp) in nets.items():
+            pred = predict_segmenter(net, image, mean, std, amp)
+            sample[f"{name} DeepLab"] = pred
+            notes[f"{name} DeepLab"] = f"mIoU {100 * image_iou(gt, pred, k_all):.1f}"
+        sample["notes"] = notes
+        samples.append(sample)
+    return samples
+
+
+def chain_figure_runs(runs: pd.DataFrame) -> dict[str, tuple[RunConfig, Path]]:
+    """{model: (config, chain folder)} of the seed-0 lines of a Table 1 frame that have a chain."""
+    out = {}
+    for _, line in runs.iterrows():
+        if int(line["seed"]) == 0 and isinstance(line.get("chain_dir"), str):
+            rd = ROOT / line["run_dir"] if not Path(line["run_dir"]).is_absolute() else Path(line["run_dir"])
+            cd = ROOT / line["chain_dir"] if not Path(line["chain_dir"]).is_absolute() else Path(line["chain_dir"])
+            out[str(line["row"])] = (load_config(rd / "config.yaml"), cd)
+    return out
 
 
 def inside_example(cfg: RunConfig, split: str = "val", index_q: int = 0, index_r: int | None = None,

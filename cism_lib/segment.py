@@ -9,6 +9,7 @@ torchvision's ASPP `DeepLabHead` with rates (6, 12, 18), the DeepLabV3 setting f
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -311,6 +312,33 @@ def _test_time_probs(model: nn.Module, image: torch.Tensor, scales: tuple[float,
                     view = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
                 total = total + view.softmax(1)
     return total
+
+
+def load_segmenter(cfg: SegConfig, num_classes: int, path: str | Path) -> Segmenter:
+    """A trained segmenter from a train_segmenter checkpoint (no ImageNet weights are read: the
+    checkpoint holds every weight), in eval mode on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no segmenter checkpoint here (train DeepLab first)")
+    model = build_segmenter(dataclasses.replace(cfg, weights=None), num_classes)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_segmenter(model: nn.Module, image: np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN,
+                      std: tuple[float, ...] = IMAGENET_STD, amp: bool = True) -> np.ndarray:
+    """Class ids uint8 [H,W] of one uint8 [H,W,3] image (single scale, no flip: evaluate_segmenter's
+    default protocol)."""
+    device = next(model.parameters()).device
+    precision = precision_for(device, amp, inference=True)
+    precision.model(model.eval())
+    x = normalize_image(image, mean, std).unsqueeze(0).to(device)
+    return _test_time_probs(model, x, (1.0,), False, precision).argmax(1)[0].cpu().numpy().astype(np.uint8)
 
 
 @torch.no_grad()

@@ -124,3 +124,21 @@ def test_cli_chain_prints_the_folder_and_one_line_errors(trained, capsys):
     assert "chain folder:" in out and "pseudo_miou_train" in out
     assert cli_main(["chain", str(rd), "--train.lr", "0.1"]) == 2
     assert "changes only cam.max_train" in capsys.readouterr().err
+
+
+def test_chain_examples_show_cams_masks_and_deeplab_of_each_model(trained):
+    from cism_lib import experiments as ex
+    from cism_lib.crf import read_index_png
+
+    cfg, rd = trained
+    cd = pipeline.run_chain(pipeline.chain_config(rd, **{"crf.enabled": False}), rd, progress=False)
+    samples = ex.chain_examples({"A": (cfg, cd), "B": (cfg, cd)}, "train", indices=[0, 1])
+    assert [k for k in samples[0] if k != "notes"] == [
+        "image", "ground truth", "A CAM", "B CAM", "A pseudo-mask", "B pseudo-mask", "A DeepLab", "B DeepLab"]
+    ds = pipeline.open_split(cfg, "train", progress=False)
+    assert (samples[1]["A pseudo-mask"] == read_index_png(cd / "pseudo" / f"{ds.ids[1]}.png")).all()
+    pred = samples[0]["A DeepLab"]
+    assert pred.shape == ds.read(0)[1].shape and pred.dtype.name == "uint8" and pred.max() < 16
+    assert samples[0]["notes"]["A DeepLab"].startswith("mIoU ")
+    val = ex.chain_examples({"A": (cfg, cd)}, "val", n=2)  # val: no pseudo-masks exist
+    assert [k for k in val[0] if k != "notes"] == ["image", "ground truth", "A CAM", "A DeepLab"]

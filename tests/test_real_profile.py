@@ -32,8 +32,20 @@ def test_isaid512_runs_table1_at_the_preset_budget_and_ablations_at_the_screen_b
     monkeypatch.setenv("CISM_ISAID_ROOT", str(tmp_path))
     row = {r.label: r for r in ex.table_rows("table1")}["CISM"]
     full = ex.row_config(row, "isaid512", table="table1")
-    assert full.data.dataset == "isaid" and full.data.max_train is None and full.train.epochs == 1
-    assert full.seg.enabled and full.data.crop_size == 384
+    assert full.data.dataset == "isaid" and full.data.max_train == 2300 and full.train.epochs == 1
+    assert not full.seg.enabled and full.data.crop_size == 384 and full.cam.max_train == 300
+    # Table 1's runs are the CISM issue's full-budget screen runs (cism screen --tiles 2300 --cam-tiles 300)
+    screen_full = ex.row_config({r.label: r for r in ex.SCREEN}["CISM"], table="screen",
+                                base=ex.screen_config(**{"data.max_train": 2300, "cam.max_train": 300}))
+    assert run_dir(screen_full) == run_dir(full)
+    # ... and DeepLab comes from their chains (CAM and CISM), pseudo-masks of every training tile
+    assert ex.row_chain("isaid512", "CISM", full) == ex.REAL_CHAIN and ex.REAL_CHAIN["cam.max_train"] is None
+    assert ex.row_chain("isaid512", "CIAN", full) is None and ex.row_chain("cpu", "CISM", full) is None
+    assert [(c.model.method, chain) for c, chain in ex.profile_chains("isaid512")] == [
+        ("cam", ex.REAL_CHAIN), ("cism", ex.REAL_CHAIN)]
+    stages = {run_dir(c): st for c, st in ex.profile_runs("isaid512")}
+    assert stages[run_dir(full)] == ex.CAM_STAGES  # the run itself stops at its CAM scores
+    assert ex.table1_report("isaid512") == "val" and ex.table1_report("cpu") == "train"
     ablation = ex.row_config({r.label: r for r in ex.table_rows("table6")}["CISM +SLSC"], "isaid512",
                              table="table6")
     assert ablation.data.max_train == 600 and not ablation.seg.enabled
