@@ -142,3 +142,16 @@ def test_chain_examples_show_cams_masks_and_deeplab_of_each_model(trained):
     assert samples[0]["notes"]["A DeepLab"].startswith("mIoU ")
     val = ex.chain_examples({"A": (cfg, cd)}, "val", n=2)  # val: no pseudo-masks exist
     assert [k for k in val[0] if k != "notes"] == ["image", "ground truth", "A CAM", "A DeepLab"]
+
+
+def test_load_segmenter_names_a_missing_or_broken_checkpoint(tmp_path):
+    from cism_lib.config import SegConfig
+    from cism_lib.errors import CheckpointError
+    from cism_lib.segment import load_segmenter
+
+    seg = SegConfig(backbone="resnet18", weights=None)
+    with pytest.raises(CheckpointError, match="no segmenter checkpoint here"):
+        load_segmenter(seg, 16, tmp_path / "seg_checkpoint.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"bad\.pth: unreadable checkpoint"):
+        load_segmenter(seg, 16, tmp_path / "bad.pth")
