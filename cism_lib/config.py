@@ -166,6 +166,7 @@ class SegConfig:
     # single scale, the logits' argmax
     eval_scales: tuple[float, ...] = (1.0,)
     eval_flip: bool = False
+    eval_crf: bool = False              # also score with the dense CRF (crf.*, probability unary) on DeepLab's scores
     # The learning curve: after every epoch, the val mIoU of the first N val images (single scale)
     # joins seg_log.jsonl as val_miou (0: none). It reads no training pixel and changes no weight.
     curve_images: int = 0

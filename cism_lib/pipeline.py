@@ -434,6 +434,11 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
     if (tuple(cfg.seg.eval_scales), cfg.seg.eval_flip) != ((1.0,), False):  # and the plain protocol
         single = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp)
         m["single_scale"] = {k: single[k] for k in ("miou", "oa", "iou")}
+    if cfg.seg.eval_crf:  # the configured scales / flip, then the dense CRF of cfg.crf
+        refined = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
+                                     scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip,
+                                     crf=cfg.crf, mean=mean, std=std)
+        m["with_crf"] = {k: refined[k] for k in ("miou", "oa", "iou")}
     m["steps"] = int(sum(r["steps"] for r in history))
     if cfg.seg.curve_images > 0:  # val mIoU of the first curve_images val images after each epoch
         steps = np.cumsum([r["steps"] for r in history])
@@ -481,7 +486,9 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
 # there retrains the classifier). The hash covers the non-default values of these keys only.
 CHAIN_KEYS = ("cam.max_train", "crf", "seg")
 CHAIN_STAGES = ("cams", "pseudo", "segment")
-_CHAIN_IGNORED = ("crf.workers", "seg.enabled", "seg.curve_images")  # change no number
+# change no number, or only how the trained DeepLab is scored (a new scoring re-scores it in place)
+_CHAIN_IGNORED = ("crf.workers", "seg.enabled", "seg.curve_images", "seg.eval_scales", "seg.eval_flip",
+                  "seg.eval_crf")
 
 
 def chain_config(rd: Path, **overrides: Any) -> RunConfig:
@@ -537,11 +544,28 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
     cd = chain_dir(cfg, rd)
     cd.mkdir(parents=True, exist_ok=True)
     save_config(cfg, cd / "config.yaml")
-    for stage in [s for s in CHAIN_STAGES if s in stages and (force or not stage_done(cd, s))]:
+    for stage in [s for s in CHAIN_STAGES if s in stages and (force or not _chain_stage_done(cfg, cd, s))]:
         start = time.perf_counter()
         info = CHAIN_FUNCS[stage](cfg, rd, cd, progress)
         mark_done(cd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
     return cd
+
+
+def _seg_scoring(cfg: RunConfig) -> dict[str, Any]:
+    """How the chain's DeepLab is scored: its scales, flip and CRF (recorded in the stage marker)."""
+    return {"scales": [float(x) for x in cfg.seg.eval_scales], "flip": cfg.seg.eval_flip, "crf": cfg.seg.eval_crf}
+
+
+def _chain_stage_done(cfg: RunConfig, cd: Path, stage: str) -> bool:
+    """A chain stage's marker exists (for `segment`: made with this scoring; another scoring
+    re-scores the trained DeepLab, which resumes from its finished checkpoint without training)."""
+    if not stage_done(cd, stage):
+        return False
+    if stage != "segment":
+        return True
+    marker = json.loads((cd / "stages" / "segment.json").read_text())
+    default = {"scales": [1.0], "flip": False, "crf": False}
+    return marker.get("scoring", default) == _seg_scoring(cfg)
 
 
 def _chain_cams(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
@@ -592,12 +616,25 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
                          lambda tf: open_split(vcfg, val, transform=tf, progress=progress),
                          cd / "seg", _device(cfg), split=f"{val} (all images)", progress=progress,
                          init_seed=cfg.train.seed)
-    write_metrics(m, cd / "metrics", "seg_val")
-    entries = {"seg_miou_val": m["miou"], "seg_oa_val": m["oa"], "seg_steps": m["steps"]}
-    if "single_scale" in m:
-        entries.update(seg_miou_val_single=m["single_scale"]["miou"], seg_oa_val_single=m["single_scale"]["oa"])
+    # seg_val: single scale, no CRF (Table 2's protocol); seg_val_ms: the configured scales / flip;
+    # seg_val_crf: those + the dense CRF
+    entries: dict[str, Any] = {"seg_steps": m["steps"]}
+    single = m.pop("single_scale", None)
+    refined = m.pop("with_crf", None)
+    if single is None:  # configured protocol is single scale
+        write_metrics(m, cd / "metrics", "seg_val")
+        entries.update(seg_miou_val=m["miou"], seg_oa_val=m["oa"])
+    else:
+        proto = dict(m["protocol"])
+        write_metrics({**m, **single, "protocol": {**proto, "scales": [1.0], "flip": False}}, cd / "metrics", "seg_val")
+        write_metrics(m, cd / "metrics", "seg_val_ms")
+        entries.update(seg_miou_val=single["miou"], seg_oa_val=single["oa"], seg_miou_val_ms=m["miou"],
+                       seg_oa_val_ms=m["oa"])
+    if refined is not None:
+        write_metrics({**m, **refined, "protocol": {**m["protocol"], "crf": True}}, cd / "metrics", "seg_val_crf")
+        entries.update(seg_miou_val_crf=refined["miou"], seg_oa_val_crf=refined["oa"])
     update_metrics(cd, **entries)
-    return {"miou": m["miou"], "steps": m["steps"]}
+    return {"miou": entries["seg_miou_val"], "steps": m["steps"], "scoring": _seg_scoring(cfg)}
 
 
 CHAIN_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {

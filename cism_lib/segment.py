@@ -30,6 +30,8 @@ from cism_lib.metrics import ConfusionMatrix, with_class_names
 from cism_lib.runtime import Precision, atomic_path, precision_for, write_text_atomic
 
 CHECKPOINT = "seg_checkpoint.pth"
+# SegConfig fields that change how a trained segmenter is scored, never its weights
+SCORING_ONLY = ("eval_scales", "eval_flip", "eval_crf", "curve_images")
 LOG = "seg_log.jsonl"
 
 
@@ -199,8 +201,8 @@ def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) 
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
     stored = ckpt.get("config")
-    if isinstance(stored, dict):  # the learning curve's size changes no weight
-        stored = {**stored, "curve_images": cfg.curve_images}
+    if isinstance(stored, dict):  # how it is scored (and its learning curve) changes no weight
+        stored = {**stored, **{k: to_dict(cfg)[k] for k in SCORING_ONLY}}
     if not matches_stored(stored, cfg):
         raise CheckpointError(f"{path}: made for config {ckpt.get('config')}, not {to_dict(cfg)}; "
                               "use another out_dir or delete it")
@@ -344,12 +346,14 @@ def predict_segmenter(model: nn.Module, image: np.ndarray, mean: tuple[float, ..
 @torch.no_grad()
 def evaluate_segmenter(model: nn.Module, val_ds: Any, device: torch.device | str,
                        split: str | None = None, amp: bool = True, scales: tuple[float, ...] = (1.0,),
-                       flip: bool = False) -> dict[str, Any]:
-    """mIoU/OA (no CRF) on a dataset yielding {"image", "mask"} dicts (one at a time).
+                       flip: bool = False, crf: Any = None, mean: tuple[float, ...] = IMAGENET_MEAN,
+                       std: tuple[float, ...] = IMAGENET_STD) -> dict[str, Any]:
+    """mIoU/OA on a dataset yielding {"image", "mask"} dicts (one at a time).
 
     Single scale by default; with other `scales` and/or `flip`, the class probabilities of every
     rescaled (and horizontally flipped) copy, resized back to the image, are averaged before the
-    argmax (DeepLab's multi-scale testing)."""
+    argmax (DeepLab's multi-scale testing). `crf` (a CrfConfig) refines those probabilities with
+    a dense CRF on the image (its normalisation undone with mean / std) before the argmax."""
     device = torch.device(device)
     precision = precision_for(device, amp, inference=True)
     precision.model(model.to(device).eval())
@@ -357,7 +361,16 @@ def evaluate_segmenter(model: nn.Module, val_ds: Any, device: torch.device | str
     for i in range(len(val_ds)):
         item = val_ds[i]
         scores = _test_time_probs(model, item["image"].unsqueeze(0).to(device), scales, flip, precision)
+        if crf is not None:
+            from cism_lib.crf import dense_crf
+            from cism_lib.data.transforms import denormalize
+
+            probs = scores[0].float().softmax(0) if tuple(scales) == (1.0,) and not flip else scores[0].float()
+            probs = probs / probs.sum(0, keepdim=True)
+            refined = dense_crf(denormalize(item["image"], mean, std), probs.cpu().numpy(), crf)
+            scores = torch.from_numpy(refined)[None].to(device)
         cm.update(torch.as_tensor(item["mask"]).to(device), scores.argmax(1)[0])
     protocol = {"split": split or str(getattr(val_ds, "split", None) or type(val_ds).__name__),
-                "scales": [float(s) for s in scales], "flip": bool(flip), "crf": False, **precision.record()}
+                "scales": [float(s) for s in scales], "flip": bool(flip), "crf": crf is not None,
+                **precision.record()}
     return {"protocol": protocol, **with_class_names(cm.compute(), val_ds.classes.names)}

@@ -155,3 +155,28 @@ def test_load_segmenter_names_a_missing_or_broken_checkpoint(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"bad\.pth: unreadable checkpoint"):
         load_segmenter(seg, 16, tmp_path / "bad.pth")
+
+
+def test_a_new_scoring_rescores_the_trained_deeplab_without_training_it(trained, monkeypatch):
+    from cism_lib import segment
+
+    _, rd = trained
+    base = {"crf.enabled": False, "crf.iterations": 1}
+    cd = pipeline.run_chain(pipeline.chain_config(rd, **base), rd, progress=False)
+    single = pipeline.read_metrics(cd)["seg_miou_val"]
+    weights = (cd / "seg" / "seg_checkpoint.pth").read_bytes()
+    monkeypatch.setattr(segment, "_train_one_epoch", lambda *a, **k: pytest.fail("DeepLab retrained"))
+    scored = pipeline.chain_config(rd, **base, **{"seg.eval_flip": True, "seg.eval_scales": (0.75, 1.0),
+                                                  "seg.eval_crf": True})
+    assert pipeline.chain_dir(scored, rd) == cd  # the same DeepLab, scored again
+    pipeline.run_chain(scored, rd, progress=False)
+    m = pipeline.read_metrics(cd)
+    assert m["seg_miou_val"] == single  # the single-scale protocol stays the headline
+    assert 0 <= m["seg_miou_val_ms"] <= 1 and 0 <= m["seg_miou_val_crf"] <= 1
+    ms = json.loads((cd / "metrics" / "seg_val_ms.json").read_text())["protocol"]
+    assert ms["scales"] == [0.75, 1.0] and ms["flip"] and not ms["crf"]
+    assert json.loads((cd / "metrics" / "seg_val_crf.json").read_text())["protocol"]["crf"]
+    assert json.loads((cd / "metrics" / "seg_val.json").read_text())["protocol"]["scales"] == [1.0]
+    assert (cd / "seg" / "seg_checkpoint.pth").read_bytes() == weights
+    monkeypatch.setitem(pipeline.CHAIN_FUNCS, "segment", lambda *a: pytest.fail("re-scored twice"))
+    pipeline.run_chain(scored, rd, progress=False)
