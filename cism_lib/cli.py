@@ -93,6 +93,15 @@ def _cmd_stage(args: argparse.Namespace) -> None:
 def _cmd_chain(args: argparse.Namespace) -> None:
     from cism_lib import pipeline
 
+    if args.summary:
+        from cism_lib.display import markdown_table
+
+        table = pipeline.chain_summary(args.run, per_class=args.per_class)
+        print(markdown_table(table.round(1)) if len(table) else "no chains in these runs yet")
+        return
+    if len(args.run) != 1:
+        raise SystemExit("cism chain: give one run folder (several only with --summary)")
+    args.run = args.run[0]
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     cfg = pipeline.chain_config(args.run, **overrides)
     cd = pipeline.run_chain(cfg, args.run, stages=args.stages, force=args.force)
@@ -189,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "CRF pseudo-masks (threshold chosen by the run's eval on its train CAMs) and DeepLab "
                         "on them, scored on the whole val split; only --cam.max_train, --crf.* and --seg.* "
                         "(and --device, --threads) may change. Finished stages are skipped.")
-    ch.add_argument("run", type=Path, help="a run folder whose train and eval stages are done")
+    ch.add_argument("run", type=Path, nargs="+", help="a run folder whose train and eval stages are done "
+                    "(with --summary: one or more)")
+    ch.add_argument("--summary", action="store_true",
+                    help="print every chain of the given runs as Markdown (settings, pseudo-mask and DeepLab "
+                    "scores, learning curve) and run nothing")
+    ch.add_argument("--per-class", action="store_true", help="with --summary: DeepLab's per-class val IoU too")
     ch.add_argument("--stages", nargs="+", default=list(("cams", "pseudo", "segment")),
                     choices=("cams", "pseudo", "segment"), help="(default: all three)")
     ch.add_argument("--force", action="store_true", help="redo the stages even if done")

@@ -637,6 +637,51 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
     return {"miou": entries["seg_miou_val"], "steps": m["steps"], "scoring": _seg_scoring(cfg)}
 
 
+def chain_summary(run_dirs: Sequence[Path | str], per_class: bool = False) -> pd.DataFrame:
+    """One line per chain folder of the given runs: the run, its chain's own settings (the
+    non-default cam.max_train / crf.* / seg.* values it was made with, as a text), the pseudo-mask
+    and DeepLab scores (percent, NaN for a stage not run), DeepLab's steps and its learning curve
+    (val mIoU after each epoch on the curve's images). `per_class`: the DeepLab val IoU of each
+    class too (single scale)."""
+    import pandas as pd
+
+    from cism_lib.config import flatten, load_config
+
+    lines = []
+    for rd in map(Path, run_dirs):
+        run = load_config(rd / "config.yaml")
+        base = flatten(to_dict(run))
+        for cd in sorted((rd / "chain").glob("*/config.yaml")):
+            cd = cd.parent
+            cfg = load_config(cd / "config.yaml")
+            # what the chain set against its run (cam.max_train always: which images it covers)
+            own = {k: v for k, v in flatten(to_dict(cfg)).items()
+                   if any(k == c or k.startswith(c + ".") for c in CHAIN_KEYS)
+                   and k not in _CHAIN_IGNORED and (base.get(k) != v or k == "cam.max_train")}
+            m = read_metrics(cd)
+            pct = {k: 100 * float(m[k]) if k in m else float("nan") for k in (
+                "pseudo_miou_train", "pseudo_oa_train", "seg_miou_val", "seg_oa_val", "seg_miou_val_ms", "seg_miou_val_crf")}
+            line = {"run": rd.name, "chain": cd.name, "method": run.model.method, "seed": run.train.seed,
+                    "settings": " ".join(f"{k}={v}" for k, v in sorted(own.items())),
+                    "pseudo images": m.get("pseudo_images", float("nan")),
+                    "threshold": m.get("pseudo_threshold", float("nan")),
+                    "pseudo mIoU": pct["pseudo_miou_train"], "pseudo OA": pct["pseudo_oa_train"],
+                    "DeepLab mIoU": pct["seg_miou_val"], "DeepLab OA": pct["seg_oa_val"],
+                    "DeepLab mIoU flip/ms": pct["seg_miou_val_ms"], "DeepLab mIoU +CRF": pct["seg_miou_val_crf"],
+                    "steps": m.get("seg_steps", float("nan"))}
+            seg = cd / "metrics" / "seg_val.json"
+            if seg.is_file():
+                detail = json.loads(seg.read_text())
+                curve = detail.get("curve") or []
+                line["curve (steps: val mIoU)"] = ", ".join(
+                    f"{p['steps']}: {100 * p['val_miou']:.1f}" for p in curve if p.get("val_miou") is not None)
+                if per_class:
+                    line.update({f"IoU {n}": 100 * float(v) if v is not None else float("nan")
+                                 for n, v in zip(detail.get("class_names", []), detail.get("iou", []), strict=False)})
+            lines.append(line)
+    return pd.DataFrame(lines)
+
+
 CHAIN_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
     "cams": _chain_cams, "pseudo": _chain_pseudo, "segment": _chain_segment}
 

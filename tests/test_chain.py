@@ -180,3 +180,19 @@ def test_a_new_scoring_rescores_the_trained_deeplab_without_training_it(trained,
     assert (cd / "seg" / "seg_checkpoint.pth").read_bytes() == weights
     monkeypatch.setitem(pipeline.CHAIN_FUNCS, "segment", lambda *a: pytest.fail("re-scored twice"))
     pipeline.run_chain(scored, rd, progress=False)
+
+
+def test_chain_summary_lists_each_chain_with_its_own_settings_and_scores(trained, capsys):
+    _, rd = trained
+    cd = pipeline.run_chain(pipeline.chain_config(rd, **{"crf.enabled": False, "seg.curve_images": 2}), rd,
+                            progress=False)
+    table = pipeline.chain_summary([rd], per_class=True).set_index("chain")
+    line = table.loc[cd.name]
+    assert line["settings"] == "cam.max_train=8 crf.enabled=False" and line["method"] == "cism"
+    m = pipeline.read_metrics(cd)
+    assert line["pseudo mIoU"] == pytest.approx(100 * m["pseudo_miou_train"])
+    assert line["DeepLab mIoU"] == pytest.approx(100 * m["seg_miou_val"]) and line["steps"] == m["seg_steps"]
+    assert line["curve (steps: val mIoU)"].startswith(f"{m['seg_steps']}: ")
+    assert "IoU background" in table.columns
+    assert cli_main(["chain", str(rd), "--summary"]) == 0
+    assert cd.name in capsys.readouterr().out
