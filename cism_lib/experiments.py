@@ -544,6 +544,15 @@ def run_rows(table: str, profile: str = "cpu", seeds: Sequence[int] | None = Non
     return pd.DataFrame(records)
 
 
+def training_config(profile: str, method: str = "cism", **overrides: Any) -> RunConfig:
+    """The run `03_train` trains: the profile's Table 1 row of `method` (seed 0), so that it is
+    that row's run (on the real tiles too, where Table 1 has its own budget), then `overrides`."""
+    rows = [r for r in table_rows("table1") if r.overrides.get("model.method") == method]
+    if not rows:
+        raise ConfigError(f"no Table 1 row trains method {method!r}; choose cam, cian or cism")
+    return replace(row_config(rows[0], profile, 0, table="table1"), **overrides)
+
+
 def row_chain(profile: str, label: str, cfg: RunConfig) -> dict[str, Any] | None:
     """The chain overrides (Plan.chain) a Table 1 row of the profile gets, or None: when the plan
     has no chain, the row is not one of its chain_rows, or the run trains its own DeepLab."""
@@ -760,7 +769,7 @@ def profile_runs(profile: str) -> list[tuple[RunConfig, tuple[str, ...]]]:
                 cfg = row_config(row, profile, seed, table=table)
                 whole = table == "table1" and row_chain(profile, row.label, cfg) is None and cfg.seg.enabled
                 add(cfg, STAGES if whole else CAM_STAGES)
-    add(experiment_config(profile, **{"model.method": "cism"}), CAM_STAGES)
+    add(training_config(profile), CAM_STAGES)
     jobs = [(cfg, tuple(s for s in STAGES if s in stages)) for cfg, stages in wanted.values()]
     return sorted(jobs, key=lambda job: -len(job[1]))
 

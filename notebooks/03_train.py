@@ -33,8 +33,8 @@ PROFILE = PROFILE or experiments.current_profile()
 PROFILE
 
 # %%
-overrides = {'model.method': METHOD, **({'train.epochs': EPOCHS} if EPOCHS else {})}
-cfg = experiments.prefer_gpu(experiments.experiment_config(PROFILE, **overrides))
+overrides = {'train.epochs': EPOCHS} if EPOCHS else {}
+cfg = experiments.prefer_gpu(experiments.training_config(PROFILE, METHOD, **overrides))  # Table 1's run of METHOD
 pipeline.run_dir(cfg)
 
 # %% [markdown]

@@ -94,3 +94,44 @@ def test_reproduce_stops_before_any_notebook_on_a_wrong_folder(tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert err.startswith("make reproduce PROFILE=isaid512: ") and "nowhere" in err and "\n" not in err
     assert not (tmp_path / "build").exists()
+
+
+def test_isaid512_table1_chain_end_to_end_on_tiny_tiles(tmp_path, monkeypatch) -> None:
+    """The profile's Table 1 path, shrunk: prepare_runs trains the classifiers and then their
+    chains; run_rows finds everything done and reports the chains' pseudo-masks and DeepLab."""
+    import dataclasses
+
+    from cism_lib import pipeline
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 3)):
+        write_isaid_devkit(tmp_path / "isaid", split, n, 32, rng)
+    monkeypatch.setenv("CISM_ISAID_ROOT", str(tmp_path / "isaid"))
+    tiny = {"model.backbone": "resnet18", "model.weights": None, "data.crop_size": 32, "train.batch_size": 2,
+            "cam.flip": False, "cam.scales": (1.0,), "out_dir": str(tmp_path / "runs"), "threads": 1,
+            "device": "cpu"}
+    chain = {"cam.max_train": None, "crf.enabled": False, "seg.backbone": "resnet18", "seg.weights": None,
+             "seg.crop_size": 32, "seg.batch_size": 2, "seg.epochs": 1, "seg.curve_images": 2}
+    plan = dataclasses.replace(ex.PLANS["isaid512"], overrides=tiny, chain=chain, rows={"table1": ("CAM", "CISM")},
+                               table_overrides={"table1": {**ex.FULL_BUDGET, "data.max_train": 6,
+                                                           "cam.max_train": 3}})
+    monkeypatch.setitem(ex.PLANS, "isaid512", plan)
+    monkeypatch.setattr(ex, "TABLES", {"table1": ex.TABLES["table1"]})
+    lines: list[str] = []
+    done = ex.prepare_runs("isaid512", 1, log=lines.append)
+    assert lines[0] == "[isaid512] 2 runs in 1 processes of 1 thread(s)"
+    assert lines[3] == "[isaid512] 2 chains (pseudo-masks and DeepLab) in 1 processes of 1 thread(s)"
+    assert len(done) == 4 and all(p.parent.name == "chain" for p in done[2:])
+    monkeypatch.setattr(pipeline, "stage_train", lambda *a, **k: pytest.fail("classifier retrained"))
+    monkeypatch.setitem(pipeline.CHAIN_FUNCS, "segment", lambda *a: pytest.fail("DeepLab retrained"))
+    runs = ex.run_rows("table1", "isaid512", stages=pipeline.STAGES, progress=False)
+    assert list(runs["row"]) == ["CAM", "CISM"] and set(runs["eval_split"]) == {"val"}
+    assert runs["chain_dir"].str.contains("/chain/").all() and runs["pseudo_images"].eq(6).all()
+    t2 = ex.compare("table2", runs, report="val").set_index("model")
+    assert t2.loc["CISM", "ours DeepLab mIoU"] == pytest.approx(100 * runs["seg_miou_val"].iloc[1])
+    assert t2.loc["CAM", "ours CAM mIoU"] == pytest.approx(100 * runs["cam_miou_val"].iloc[0])
+    assert np.isnan(t2.loc["CIAN", "ours pseudo mIoU"])  # not planned here
+    figure = ex.chain_figure_runs(runs)
+    assert list(figure) == ["CAM", "CISM"] and figure["CISM"][1].parent.name == "chain"
+    # 03_train's run is Table 1's CISM run (no extra classifier in the profile)
+    assert pipeline.run_dir(ex.training_config("isaid512")) == pipeline.run_dir(figure["CISM"][0])
