@@ -117,10 +117,11 @@ class Plan:
     max_seeds: Mapping[str, int] = field(default_factory=dict)  # table -> cap on seeds per row
     table_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # table -> budget
     # Table 1/2's pseudo-masks and DeepLab as a chain of each classifier run (pipeline.run_chain)
-    # with these cam.max_train / crf.* / seg.* overrides, for the rows of chain_rows (None: all);
-    # None: the runs' own pseudo / segment stages (a seg-enabled run, as the synthetic profiles)
+    # with these cam.max_train / crf.* / seg.* overrides, for the rows of chain_rows (None: all;
+    # a row's own overrides, e.g. its CRF, are added to `chain`); None: the runs' own pseudo /
+    # segment stages (a seg-enabled run, as the synthetic profiles)
     chain: Mapping[str, Any] | None = None
-    chain_rows: tuple[str, ...] | None = None
+    chain_rows: Mapping[str, Mapping[str, Any]] | None = None
     report: str = "train"                # Table 1's CAM split: train (threshold from val) or val
 
 
@@ -131,14 +132,20 @@ SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.
 # training tile for one epoch, CAMs of the first 300 (where val's threshold is chosen); the same
 # folders as those screen runs.
 FULL_BUDGET: dict[str, Any] = {**SCREEN_BUDGET, "data.max_train": 2300, "cam.max_train": 300}
-# The real-tile chain (docs/results.md, "Session 14"): pseudo-masks of every training tile with
-# the CRF that measured best on the first 300 training tiles' ground truth (IRN's label unary and
-# bilateral kernel, sxy 50 / srgb 5: 21.2 mIoU against 20.2 without CRF and 15.5 with the
-# probability unary, plain CAM), then DeepLab-LargeFOV on Lite0 at 256² crops for 6 epochs, its
-# val curve on the first 200 val tiles, scored on all val tiles single scale and with a flip.
-REAL_CHAIN: dict[str, Any] = {"cam.max_train": None, "crf.unary": "label", "crf.bi_sxy": 50.0,
-                              "crf.bi_srgb": 5.0, "seg.crop_size": 256, "seg.epochs": 6,
+# The real-tile chain (docs/results.md, "Session 14"): pseudo-masks of every training tile, then
+# DeepLab-LargeFOV on Lite0 at 256² crops for 6 epochs, its val curve on the first 200 val tiles,
+# scored on all val tiles single scale and with a flip.
+REAL_CHAIN: dict[str, Any] = {"cam.max_train": None, "seg.crop_size": 256, "seg.epochs": 6,
                               "seg.curve_images": 200, "seg.eval_flip": True}
+# Each method's CRF: the setting that measured best on its first 300 training tiles' ground truth
+# (the tiles where the threshold is chosen; docs/results.md, Session 14). The plain CAM: IRN's
+# label unary and bilateral kernel (sxy 50 / srgb 5), 21.2 mIoU (no CRF 20.2, probability unary
+# 15.5); CISM: the probability unary and the library's kernel, 21.5 (no CRF 15.2, IRN's 16.0).
+REAL_CRF: dict[str, dict[str, Any]] = {
+    "CAM": {"crf.unary": "label", "crf.bi_sxy": 50.0, "crf.bi_srgb": 5.0},
+    "CISM": {"crf.unary": "prob"},
+}
+
 
 PLANS: dict[str, Plan] = {
     # smoke: 4 distinct classifier runs in all (CIAN, CISM, CISM without SLSC, CISM + MCSG) on 48
@@ -168,7 +175,7 @@ PLANS: dict[str, Plan] = {
                            "table8": ("ml", "ml+sl+csm+nsc")},
                      table_overrides={"table1": FULL_BUDGET,
                                       **{t: SCREEN_BUDGET for t in ("table4", "table5", "table6", "table7", "table8")}},
-                     chain=REAL_CHAIN, chain_rows=("CAM", "CISM"), report="val"),
+                     chain=REAL_CHAIN, chain_rows=REAL_CRF, report="val"),
 }
 # Profiles whose own data are real tiles: their notebooks skip the extra "real tiles" cells.
 REAL_PROFILES = ("paper", "isaid512")
@@ -559,7 +566,7 @@ def row_chain(profile: str, label: str, cfg: RunConfig) -> dict[str, Any] | None
     plan = plan_for(profile)
     if plan.chain is None or cfg.seg.enabled or (plan.chain_rows is not None and label not in plan.chain_rows):
         return None
-    return dict(plan.chain)
+    return {**plan.chain, **(plan.chain_rows or {}).get(label, {})}
 
 
 def table1_report(profile: str) -> str:

@@ -39,10 +39,12 @@ def test_isaid512_runs_table1_at_the_preset_budget_and_ablations_at_the_screen_b
                                 base=ex.screen_config(**{"data.max_train": 2300, "cam.max_train": 300}))
     assert run_dir(screen_full) == run_dir(full)
     # ... and DeepLab comes from their chains (CAM and CISM), pseudo-masks of every training tile
-    assert ex.row_chain("isaid512", "CISM", full) == ex.REAL_CHAIN and ex.REAL_CHAIN["cam.max_train"] is None
+    # (each with the CRF that measured best on its own first 300 training tiles)
+    assert ex.row_chain("isaid512", "CISM", full) == {**ex.REAL_CHAIN, "crf.unary": "prob"}
+    assert ex.REAL_CHAIN["cam.max_train"] is None
     assert ex.row_chain("isaid512", "CIAN", full) is None and ex.row_chain("cpu", "CISM", full) is None
-    assert [(c.model.method, chain) for c, chain in ex.profile_chains("isaid512")] == [
-        ("cam", ex.REAL_CHAIN), ("cism", ex.REAL_CHAIN)]
+    assert [(c.model.method, chain["crf.unary"]) for c, chain in ex.profile_chains("isaid512")] == [
+        ("cam", "label"), ("cism", "prob")]
     stages = {run_dir(c): st for c, st in ex.profile_runs("isaid512")}
     assert stages[run_dir(full)] == ex.CAM_STAGES  # the run itself stops at its CAM scores
     assert ex.table1_report("isaid512") == "val" and ex.table1_report("cpu") == "train"
@@ -112,7 +114,8 @@ def test_isaid512_table1_chain_end_to_end_on_tiny_tiles(tmp_path, monkeypatch) -
             "device": "cpu"}
     chain = {"cam.max_train": None, "crf.enabled": False, "seg.backbone": "resnet18", "seg.weights": None,
              "seg.crop_size": 32, "seg.batch_size": 2, "seg.epochs": 1, "seg.curve_images": 2}
-    plan = dataclasses.replace(ex.PLANS["isaid512"], overrides=tiny, chain=chain, rows={"table1": ("CAM", "CISM")},
+    plan = dataclasses.replace(ex.PLANS["isaid512"], overrides=tiny, chain=chain, chain_rows={"CAM": {}, "CISM": {}},
+                               rows={"table1": ("CAM", "CISM")},
                                table_overrides={"table1": {**ex.FULL_BUDGET, "data.max_train": 6,
                                                            "cam.max_train": 3}})
     monkeypatch.setitem(ex.PLANS, "isaid512", plan)
