@@ -97,6 +97,8 @@ def _cmd_chain(args: argparse.Namespace) -> None:
         from cism_lib.display import markdown_table
 
         table = pipeline.chain_summary(args.run, per_class=args.per_class)
+        if len(table):
+            table["threshold"] = table["threshold"].map(lambda t: f"{t:g}")
         print(markdown_table(table.round(1)) if len(table) else "no chains in these runs yet")
         return
     if len(args.run) != 1:
@@ -109,6 +111,23 @@ def _cmd_chain(args: argparse.Namespace) -> None:
     for k, v in pipeline.read_metrics(cd).items():
         if isinstance(v, (int, float)):
             print(f"  {k}: {v:.4f}")
+
+
+def _cmd_chain_figure(args: argparse.Namespace) -> None:
+    from cism_lib import experiments as ex
+    from cism_lib import viz
+    from cism_lib.config import load_config
+    from cism_lib.errors import ConfigError
+
+    chains = {}
+    for item in args.chains:
+        name, sep, folder = item.partition("=")
+        cd = Path(folder)
+        if not sep or not (cd / "config.yaml").is_file() or cd.parent.name != "chain":
+            raise ConfigError(f"{item}: give NAME=<run>/chain/<hash> (a chain folder)")
+        chains[name] = (load_config(cd.parent.parent / "config.yaml"), cd)
+    fig = viz.cam_panel(ex.chain_examples(chains, args.split, args.images))
+    print(f"written: {viz.save_figure(fig, args.name, args.profile)}")
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
@@ -209,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--force", action="store_true", help="redo the stages even if done")
     add_config_flags(ch)
     ch.set_defaults(func=_cmd_chain)
+    cf = sub.add_parser("chain-figure", help="image, ground truth, and per model its CAM, pseudo-mask and DeepLab",
+                        description="The real-tile figure of chains (experiments.chain_examples): for each "
+                        "image, each model's CAM of the image's largest class, its pseudo-mask (train split "
+                        "only) and its DeepLab prediction, each titled with its IoU / mIoU on the image.")
+    cf.add_argument("chains", nargs="+", metavar="NAME=CHAIN", help="a model name and its <run>/chain/<hash> folder")
+    cf.add_argument("--split", default="val")
+    cf.add_argument("--images", type=int, default=4)
+    cf.add_argument("--name", default="chain_val", help="figure file name, without extension")
+    cf.add_argument("--profile", default="isaid512", help="figures/<profile>/ (cpu: figures/)")
+    cf.set_defaults(func=_cmd_chain_figure)
     sc = sub.add_parser("screen", help="the CISM readings on the real tiles (CISM_ISAID_ROOT), screening budget",
                         description="Train, CAM and score each reading of experiments.SCREEN on the first "
                         "--tiles real training tiles; val mIoU with the threshold chosen on those tiles.")

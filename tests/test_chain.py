@@ -196,3 +196,15 @@ def test_chain_summary_lists_each_chain_with_its_own_settings_and_scores(trained
     assert "IoU background" in table.columns
     assert cli_main(["chain", str(rd), "--summary"]) == 0
     assert cd.name in capsys.readouterr().out
+
+
+def test_cli_chain_figure_writes_the_figure_and_names_a_wrong_folder(trained, tmp_path, monkeypatch, capsys):
+    from cism_lib import viz
+
+    _, rd = trained
+    cd = pipeline.run_chain(pipeline.chain_config(rd, **{"crf.enabled": False}), rd, progress=False)
+    monkeypatch.setattr(viz, "output_dir", lambda kind, profile: tmp_path / kind / profile)
+    assert cli_main(["chain-figure", f"A={cd}", "--split", "train", "--images", "2", "--name", "f"]) == 0
+    assert (tmp_path / "figures" / "isaid512" / "f.jpg").stat().st_size > 0
+    assert cli_main(["chain-figure", f"A={rd}"]) == 2
+    assert "(a chain folder)" in capsys.readouterr().err
