@@ -1083,7 +1083,7 @@ def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "v
     from cism_lib.cam import cam_to_labels, load_cam
     from cism_lib.crf import read_index_png
     from cism_lib.data.transforms import normalization_for
-    from cism_lib.pipeline import open_split, read_metrics, run_dir
+    from cism_lib.pipeline import open_split, read_metrics
     from cism_lib.segment import load_segmenter, predict_segmenter
 
     first = next(iter(chains.values()))[0]
@@ -1095,14 +1095,14 @@ def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "v
         ccfg = load_config(Path(cd) / "config.yaml")  # the chain's whole config (run_chain saves it)
         nets[name] = (load_segmenter(ccfg.seg, k_all, Path(cd) / "seg" / "seg_checkpoint.pth"),
                       normalization_for(ccfg.seg.backbone), ccfg.train.amp)
-    thresholds = {name: float(read_metrics(run_dir(cfg)).get(f"cam_threshold_{split}", 0.3))
-                  for name, (cfg, _) in chains.items()}
+    runs = {name: Path(cd).parent.parent for name, (_, cd) in chains.items()}  # <run>/chain/<hash>
+    thresholds = {name: float(read_metrics(rd).get(f"cam_threshold_{split}", 0.3)) for name, rd in runs.items()}
     samples = []
     for i in idx:
         image, gt = ds.read(i)
         sid = ds.ids[i]
-        cams = {name: load_cam(run_dir(cfg) / "cams" / split / f"{sid}.npz", ds.classes.num_foreground)
-                for name, (cfg, _) in chains.items()}
+        cams = {name: load_cam(rd / "cams" / split / f"{sid}.npz", ds.classes.num_foreground)
+                for name, rd in runs.items()}
         k = focus_class(next(iter(cams.values()))[1], gt)
         sample: dict[str, Any] = {"image": image, "ground truth": gt}
         notes = {"ground truth": ", ".join(ds.classes.abbrev[c] if ds.classes.abbrev else ds.classes.names[c]
