@@ -85,9 +85,15 @@ def _cmd_stage(args: argparse.Namespace) -> None:
     stages = pipeline.STAGES if args.command == "run" else (args.command.replace("eval-cams", "eval"),)
     rd = pipeline.run_all(cfg, stages=stages, force=args.force, resume=not args.no_resume)
     print(f"run folder: {rd}")
-    for k, v in pipeline.read_metrics(rd).items():
-        if isinstance(v, (int, float)):
-            print(f"  {k}: {v:.4f}")
+    _print_metrics(rd)
+
+
+def _print_metrics(folder: Path) -> None:
+    """The numbers of a run or chain folder's metrics.json, one per line."""
+    from cism_lib import pipeline
+
+    for k, v in pipeline.scalar_metrics(folder).items():
+        print(f"  {k}: {v:.4f}")
 
 
 def _cmd_chain(args: argparse.Namespace) -> None:
@@ -108,9 +114,7 @@ def _cmd_chain(args: argparse.Namespace) -> None:
     cfg = pipeline.chain_config(args.run, **overrides)
     cd = pipeline.run_chain(cfg, args.run, stages=args.stages, force=args.force)
     print(f"chain folder: {cd}")
-    for k, v in pipeline.read_metrics(cd).items():
-        if isinstance(v, (int, float)):
-            print(f"  {k}: {v:.4f}")
+    _print_metrics(cd)
 
 
 def _cmd_chain_figure(args: argparse.Namespace) -> None:

@@ -404,18 +404,22 @@ def matches_stored(stored: Any, cfg: Any) -> bool:
     return {**to_dict(type(cfg)()), **stored} == to_dict(cfg)
 
 
+def key_under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """True when a dotted key is one of `prefixes` or lies inside one (a section or a key)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = (),
-                extra: dict[str, Any] | None = None) -> str:
+                extra: dict[str, Any] | None = None, include: tuple[str, ...] | None = None) -> str:
     """A short stable hash of a config's non-default values (minus `exclude`d keys or sections,
     plus `extra` entries that are not config values, e.g. the precision a machine resolves to).
 
     Only values that differ from the defaults enter the hash, so a new field whose default keeps
-    the old behaviour leaves every existing run folder and checkpoint valid.
+    the old behaviour leaves every existing run folder and checkpoint valid. `include`, when
+    given, keeps only the keys under those sections or keys.
     """
-    def excluded(key: str) -> bool:
-        return any(key == e or key.startswith(e + ".") for e in exclude)
-
-    key = {k: v for k, v in non_default(cfg).items() if not excluded(k)}
+    key = {k: v for k, v in non_default(cfg).items()
+           if not key_under(k, exclude) and (include is None or key_under(k, include))}
     key.update(extra or {})
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
@@ -423,6 +427,6 @@ def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = (),
 
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "CamConfig", "CrfConfig", "SegConfig",
-    "RunConfig", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash",
+    "RunConfig", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash", "key_under",
     "flatten", "non_default", "matches_stored",
 ]

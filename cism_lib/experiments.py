@@ -1131,9 +1131,8 @@ def chain_figure_runs(runs: pd.DataFrame) -> dict[str, tuple[RunConfig, Path]]:
     out = {}
     for _, line in runs.iterrows():
         if int(line["seed"]) == 0 and isinstance(line.get("chain_dir"), str):
-            rd = ROOT / line["run_dir"] if not Path(line["run_dir"]).is_absolute() else Path(line["run_dir"])
-            cd = ROOT / line["chain_dir"] if not Path(line["chain_dir"]).is_absolute() else Path(line["chain_dir"])
-            out[str(line["row"])] = (load_config(rd / "config.yaml"), cd)
+            cd = ROOT / line["chain_dir"]  # _portable's path: relative to the repository, or absolute
+            out[str(line["row"])] = (load_config(ROOT / line["run_dir"] / "config.yaml"), cd)
     return out
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cism_lib.config import RunConfig, config_hash, replace, save_config, to_dict
+from cism_lib.config import RunConfig, config_hash, key_under, replace, save_config, to_dict
 from cism_lib.errors import CheckpointError, ConfigError
 from cism_lib.runtime import write_json_atomic
 
@@ -500,8 +500,7 @@ def chain_config(rd: Path, **overrides: Any) -> RunConfig:
     path = Path(rd) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{rd}: not a run folder (no config.yaml); train a classifier there first")
-    allowed = CHAIN_KEYS + ("device", "threads")
-    bad = [k for k in overrides if not any(k == a or k.startswith(a + ".") for a in allowed)]
+    bad = [k for k in overrides if not key_under(k, CHAIN_KEYS + ("device", "threads"))]
     if bad:
         raise ConfigError(f"{rd}: a chain changes only cam.max_train, crf.* and seg.*, not {bad}")
     return load_config(path, {"seg.enabled": True, **overrides})
@@ -509,13 +508,7 @@ def chain_config(rd: Path, **overrides: Any) -> RunConfig:
 
 def chain_dir(cfg: RunConfig, rd: Path) -> Path:
     """`<rd>/chain/<10 hex>`: where the chain of `cfg` (chain_config) lives in the run folder rd."""
-    import hashlib
-
-    from cism_lib.config import non_default
-
-    key = {k: v for k, v in non_default(cfg).items()
-           if any(k == c or k.startswith(c + ".") for c in CHAIN_KEYS) and k not in _CHAIN_IGNORED}
-    return Path(rd) / "chain" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(rd) / "chain" / config_hash(cfg, exclude=_CHAIN_IGNORED, include=CHAIN_KEYS)
 
 
 def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, force: bool = False,
@@ -551,9 +544,9 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
     return cd
 
 
-def _seg_scoring(cfg: RunConfig) -> dict[str, Any]:
-    """How the chain's DeepLab is scored: its scales, flip and CRF (recorded in the stage marker)."""
-    return {"scales": [float(x) for x in cfg.seg.eval_scales], "flip": cfg.seg.eval_flip, "crf": cfg.seg.eval_crf}
+def _seg_scoring(seg: Any) -> dict[str, Any]:
+    """How a chain's DeepLab is scored (a SegConfig's scales, flip and CRF; in the stage marker)."""
+    return {"scales": [float(x) for x in seg.eval_scales], "flip": seg.eval_flip, "crf": seg.eval_crf}
 
 
 def _chain_stage_done(cfg: RunConfig, cd: Path, stage: str) -> bool:
@@ -563,9 +556,10 @@ def _chain_stage_done(cfg: RunConfig, cd: Path, stage: str) -> bool:
         return False
     if stage != "segment":
         return True
-    marker = json.loads((cd / "stages" / "segment.json").read_text())
-    default = {"scales": [1.0], "flip": False, "crf": False}
-    return marker.get("scoring", default) == _seg_scoring(cfg)
+    from cism_lib.config import SegConfig
+
+    marker = json.loads((cd / "stages" / "segment.json").read_text())  # no scoring: the default one
+    return marker.get("scoring", _seg_scoring(SegConfig())) == _seg_scoring(cfg.seg)
 
 
 def _chain_cams(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
@@ -634,7 +628,7 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
         write_metrics({**m, **refined, "protocol": {**m["protocol"], "crf": True}}, cd / "metrics", "seg_val_crf")
         entries.update(seg_miou_val_crf=refined["miou"], seg_oa_val_crf=refined["oa"])
     update_metrics(cd, **entries)
-    return {"miou": entries["seg_miou_val"], "steps": m["steps"], "scoring": _seg_scoring(cfg)}
+    return {"miou": entries["seg_miou_val"], "steps": m["steps"], "scoring": _seg_scoring(cfg.seg)}
 
 
 def chain_summary(run_dirs: Sequence[Path | str], per_class: bool = False) -> pd.DataFrame:
@@ -656,8 +650,8 @@ def chain_summary(run_dirs: Sequence[Path | str], per_class: bool = False) -> pd
             cfg = load_config(cd / "config.yaml")
             # what the chain set against its run (cam.max_train always: which images it covers)
             own = {k: v for k, v in flatten(to_dict(cfg)).items()
-                   if any(k == c or k.startswith(c + ".") for c in CHAIN_KEYS)
-                   and k not in _CHAIN_IGNORED and (base.get(k) != v or k == "cam.max_train")}
+                   if key_under(k, CHAIN_KEYS) and not key_under(k, _CHAIN_IGNORED)
+                   and (base.get(k) != v or k == "cam.max_train")}
             m = read_metrics(cd)
             pct = {k: 100 * float(m[k]) if k in m else float("nan") for k in (
                 "pseudo_miou_train", "pseudo_oa_train", "seg_miou_val", "seg_oa_val", "seg_miou_val_ms", "seg_miou_val_crf")}

@@ -11,25 +11,11 @@ from cism_lib import pipeline
 from cism_lib.cli import main as cli_main
 from cism_lib.config import replace
 from cism_lib.errors import ConfigError
-from tests.test_pipeline import tiny_config
+from tests.test_pipeline import _data_env, data_dir, tiny_config  # noqa: F401 (the module's SynthAerial fixtures)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """One SynthAerial folder for the whole module."""
-    path = tmp_path_factory.mktemp("data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CISM_DATA_DIR", str(path))
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def _data_env(data_dir, monkeypatch):
-    monkeypatch.setenv("CISM_DATA_DIR", str(data_dir))
-
-
-@pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
+def trained(data_dir, tmp_path_factory):  # noqa: F811 (the imported fixture)
     """A classifier run (no DeepLab) with CAMs of only its first 8 train images, scored."""
     cfg = tiny_config(tmp_path_factory.mktemp("chain"), **{"seg.enabled": False, "cam.max_train": 8})
     rd = pipeline.run_all(cfg, stages=("train", "cams", "eval"), progress=False)
