@@ -485,6 +485,8 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
 # classifier and its CAMs (a seg-enabled run_dir hashes the seg values, so every DeepLab variant
 # there retrains the classifier). The hash covers the non-default values of these keys only.
 CHAIN_KEYS = ("cam.max_train", "crf", "seg")
+# what the pseudo-masks depend on (besides the run): chains that agree on these share their masks
+PSEUDO_KEYS = ("cam.max_train", "crf")
 CHAIN_STAGES = ("cams", "pseudo", "segment")
 # change no number, or only how the trained DeepLab is scored (a new scoring re-scores it in place)
 _CHAIN_IGNORED = ("crf.workers", "seg.enabled", "seg.curve_images", "seg.eval_scales", "seg.eval_flip",
@@ -511,6 +513,39 @@ def chain_dir(cfg: RunConfig, rd: Path) -> Path:
     return Path(rd) / "chain" / config_hash(cfg, exclude=_CHAIN_IGNORED, include=CHAIN_KEYS)
 
 
+def _pseudo_hash(cfg: RunConfig) -> str:
+    return config_hash(cfg, exclude=_CHAIN_IGNORED, include=PSEUDO_KEYS)
+
+
+def _shared_pseudo(cfg: RunConfig, rd: Path, cd: Path) -> Path | None:
+    """Another chain folder of the run whose finished pseudo-masks are the ones `cfg` would make
+    (same cam.max_train and crf.*; it differs in seg.* only), or None."""
+    from cism_lib.config import load_config
+
+    want = _pseudo_hash(cfg)
+    for other in sorted((rd / "chain").glob("*/stages/pseudo.json")):
+        other = other.parent.parent
+        if other != cd and _pseudo_hash(load_config(other / "config.yaml")) == want:
+            return other / "pseudo"
+    return None
+
+
+def _link_masks(src: Path, dst: Path) -> int:
+    """Hard links (copies across file systems) of src's PNGs in dst, those not there yet."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for f in sorted(src.glob("*.png")):
+        if not (dst / f.name).exists():
+            try:
+                os.link(f, dst / f.name)
+            except OSError:
+                shutil.copy2(f, dst / f.name)
+            n += 1
+    return n
+
+
 def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, force: bool = False,
               progress: bool = True) -> Path:
     """CAMs of the train images the chain covers (cam.max_train; into the run's own cams/, so
@@ -520,6 +555,8 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
     threshold is the one the run's eval chose on its train CAMs (cam_threshold_<val>), so the val
     split, where DeepLab is scored, chooses nothing; DeepLab is scored on the whole val split.
     Each finished stage leaves a marker in `<chain>/stages/`: an interrupted chain resumes there.
+    A chain that differs from a finished one in seg.* only links that chain's pseudo-masks (no CRF
+    again) and scores them.
     """
     from cism_lib.runtime import setup_cpu
 
@@ -585,13 +622,16 @@ def _chain_pseudo(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[st
     if threshold is None:
         raise ConfigError(f"{rd}: metrics.json has no cam_threshold_{val} (run its eval stage)")
     ds = cam_split(cfg, train, progress=progress)
+    shared = _shared_pseudo(cfg, rd, cd)
+    if shared is not None:  # a chain that differs in seg.* only: its masks, scored again here
+        _link_masks(shared, cd / "pseudo")
     m = pseudo_masks_scored(cfg, rd / "cams" / train, ds, cd / "pseudo", threshold,
                             split=f"{train} ({len(ds)} images)",
                             selected_on=_threshold_split(rd, val) or train, progress=progress)
     write_metrics(m, cd / "metrics", "pseudo_train")
     update_metrics(cd, pseudo_miou_train=m["miou"], pseudo_oa_train=m["oa"], pseudo_coverage=m["coverage"],
                    pseudo_threshold=threshold, pseudo_images=len(ds))
-    return {"miou": m["miou"], "images": len(ds)}
+    return {"miou": m["miou"], "images": len(ds), **({"masks_from": shared.parent.name} if shared else {})}
 
 
 def _threshold_split(rd: Path, report: str) -> str | None:

@@ -195,3 +195,24 @@ def test_cli_chain_figure_writes_the_figure_and_names_a_wrong_folder(trained, tm
     assert (tmp_path / "figures" / "isaid512" / "f.jpg").stat().st_size > 0
     assert cli_main(["chain-figure", f"A={rd}"]) == 2
     assert "(a chain folder)" in capsys.readouterr().err
+
+
+def test_a_new_deeplab_setting_links_the_pseudo_masks_of_its_sibling_chain(trained, monkeypatch):
+    from cism_lib import crf
+
+    _, rd = trained
+    first = pipeline.run_chain(pipeline.chain_config(rd, **{"crf.bi_sxy": 30}), rd, stages=("cams", "pseudo"),
+                               progress=False)
+    monkeypatch.setattr(crf, "_run_job", lambda *a: pytest.fail("CRF re-run"))
+    cfg = pipeline.chain_config(rd, **{"crf.bi_sxy": 30, "seg.epochs": 3})
+    cd = pipeline.run_chain(cfg, rd, stages=("cams", "pseudo"), progress=False)
+    assert cd != first
+    masks = sorted((first / "pseudo").glob("*.png"))
+    assert len(masks) == 8 and [f.name for f in sorted((cd / "pseudo").glob("*.png"))] == [f.name for f in masks]
+    assert all((cd / "pseudo" / f.name).stat().st_ino == f.stat().st_ino for f in masks)  # links, not copies
+    assert pipeline.read_metrics(cd)["pseudo_miou_train"] == pipeline.read_metrics(first)["pseudo_miou_train"]
+    assert json.loads((cd / "stages" / "pseudo.json").read_text())["masks_from"] == first.name
+    # another CRF setting makes its own masks
+    other = pipeline.chain_config(rd, **{"crf.bi_sxy": 40, "seg.epochs": 3})
+    with pytest.raises(pytest.fail.Exception, match="CRF re-run"):
+        pipeline.run_chain(other, rd, stages=("cams", "pseudo"), progress=False)
