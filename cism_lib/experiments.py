@@ -843,10 +843,11 @@ def prepare_runs(profile: str, workers: int, log: Any = print) -> list[Path]:
 
     jobs = [(cfg, stages) for cfg, stages in profile_runs(profile)
             if pending_stages(cfg, run_dir(cfg), stages)]
-    done = _pool(profile, _run_job, jobs, workers, log, "runs") if jobs else []
+    done = _pool(profile, _run_job, jobs, workers, log, "run", "runs") if jobs else []
     chains = [(cfg, chain) for cfg, chain in profile_chains(profile) if not _chain_finished(cfg, chain)]
     if chains:  # after every classifier run is done: each chain needs its run's classifier and CAMs
-        done += _pool(profile, _chain_job, chains, workers, log, "chains (pseudo-masks and DeepLab)")
+        done += _pool(profile, _chain_job, chains, workers, log, "chain",
+                      "chains (pseudo-masks and DeepLab)")
     return done
 
 
@@ -862,9 +863,10 @@ def _chain_finished(cfg: RunConfig, chain: dict[str, Any]) -> bool:
 
 
 def _pool(profile: str, fn: Any, jobs: list[tuple[RunConfig, Any]], workers: int, log: Any,
-          what: str) -> list[Path]:
+          noun: str, what: str) -> list[Path]:
     """fn(cfg, extra) for each job in `workers` spawned processes; a failure stops all with one
-    line naming the run folder."""
+    line naming the run folder. The log counts `what` (plural) one `noun` at a time: a "run" by its
+    folder's name, anything else (a chain) by its last three path parts."""
     import multiprocessing
     import time
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -896,8 +898,8 @@ def _pool(profile: str, fn: Any, jobs: list[tuple[RunConfig, Any]], workers: int
                     raise CismError(f"{futures[fut]}: {message}") from exc
                 folder, seconds = fut.result()
                 done.append(Path(folder))
-                shown = Path(folder).name if what == "runs" else "/".join(Path(folder).parts[-3:])
-                log(f"[{profile}] {what.split()[0][:-1]} {len(done)}/{len(jobs)} {shown} in {seconds / 60:.1f} min "
+                shown = Path(folder).name if noun == "run" else "/".join(Path(folder).parts[-3:])
+                log(f"[{profile}] {noun} {len(done)}/{len(jobs)} {shown} in {seconds / 60:.1f} min "
                     f"({(time.perf_counter() - start) / 60:.1f} min so far)")
     return done
 
