@@ -530,20 +530,21 @@ def _shared_pseudo(cfg: RunConfig, rd: Path, cd: Path) -> Path | None:
     return None
 
 
-def _link_masks(src: Path, dst: Path) -> int:
-    """Hard links (copies across file systems) of src's PNGs in dst, those not there yet."""
+def _link_masks(src: Path, dst: Path) -> None:
+    """Hard links of src's PNGs in dst, those not there yet; across file systems, atomic copies
+    (a copy cut short must not be taken for a finished mask, which make_pseudo_masks would skip)."""
     import shutil
 
+    from cism_lib.runtime import atomic_path
+
     dst.mkdir(parents=True, exist_ok=True)
-    n = 0
     for f in sorted(src.glob("*.png")):
         if not (dst / f.name).exists():
             try:
                 os.link(f, dst / f.name)
             except OSError:
-                shutil.copy2(f, dst / f.name)
-            n += 1
-    return n
+                with atomic_path(dst / f.name) as tmp:
+                    shutil.copyfile(f, tmp)
 
 
 def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, force: bool = False,

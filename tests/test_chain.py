@@ -216,3 +216,20 @@ def test_a_new_deeplab_setting_links_the_pseudo_masks_of_its_sibling_chain(train
     other = pipeline.chain_config(rd, **{"crf.bi_sxy": 40, "seg.epochs": 3})
     with pytest.raises(pytest.fail.Exception, match="CRF re-run"):
         pipeline.run_chain(other, rd, stages=("cams", "pseudo"), progress=False)
+
+
+def test_masks_are_copied_whole_where_they_cannot_be_linked(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    for name in ("x.png", "y.png"):
+        (tmp_path / "a" / name).write_bytes(name.encode() * 100)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "y.png").write_bytes(b"kept")  # already there: left alone
+
+    def no_link(*a):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(pipeline.os, "link", no_link)
+    pipeline._link_masks(tmp_path / "a", tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.png", "y.png"]  # no temporary left
+    assert (tmp_path / "b" / "x.png").read_bytes() == b"x.png" * 100
+    assert (tmp_path / "b" / "y.png").read_bytes() == b"kept"
