@@ -168,6 +168,19 @@ def test_a_new_scoring_rescores_the_trained_deeplab_without_training_it(trained,
     pipeline.run_chain(scored, rd, progress=False)
 
 
+def test_a_rescoring_drops_the_figures_of_the_protocol_it_replaces(trained):
+    _, rd = trained
+    base = {"crf.enabled": False, "crf.iterations": 1}
+    flip = pipeline.chain_config(rd, **base, **{"seg.eval_flip": True, "seg.eval_crf": True})
+    cd = pipeline.run_chain(flip, rd, progress=False)
+    assert {"seg_miou_val_ms", "seg_miou_val_crf"} <= set(pipeline.read_metrics(cd))
+    assert pipeline.run_chain(pipeline.chain_config(rd, **base), rd, progress=False) == cd  # single scale
+    m = pipeline.read_metrics(cd)
+    assert "seg_miou_val" in m and "pseudo_miou_train" in m
+    assert not [k for k in m if k.startswith(("seg_miou_val_", "seg_oa_val_"))]
+    assert sorted(f.name for f in (cd / "metrics").glob("seg_*")) == ["seg_val.json", "seg_val_per_class.csv"]
+
+
 def test_chain_summary_lists_each_chain_with_its_own_settings_and_scores(trained, capsys):
     _, rd = trained
     # its own folder (the curve is not part of it: a chain made by another test would have none)
