@@ -170,6 +170,10 @@ class SegConfig:
     # The learning curve: after every epoch, the val mIoU of the first N val images (single scale)
     # joins seg_log.jsonl as val_miou (0: none). It reads no training pixel and changes no weight.
     curve_images: int = 0
+    # DeepLab's own seed (its head's initial weights, crop order and augmentation); None: the
+    # classifier's train.seed. A chain with another seg.seed is a second DeepLab seed on the same
+    # classifier and pseudo-masks.
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

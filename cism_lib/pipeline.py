@@ -393,6 +393,11 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
     return {"miou": m["miou"]}
 
 
+def seg_seed(cfg: RunConfig) -> int:
+    """DeepLab's seed: seg.seed, or the classifier's train.seed where it is None."""
+    return cfg.train.seed if cfg.seg.seed is None else cfg.seg.seed
+
+
 def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Callable[[Any], Any],
                      out: Path, device: Any, split: str, progress: bool = True,
                      init_seed: int | None = None) -> dict[str, Any]:
@@ -426,7 +431,7 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
             m = evaluate_segmenter(net, head, device, amp=cfg.train.amp)
             return {"val_miou": m["miou"], "val_oa": m["oa"], "val_images": len(head)}
 
-    history = train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=cfg.train.seed,
+    history = train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=seg_seed(cfg),
                               amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
                               fused_optimizer=cfg.train.fused_optimizer, on_epoch=curve)
     m = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
@@ -650,7 +655,7 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
     m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), cd / "pseudo",
                          lambda tf: open_split(vcfg, val, transform=tf, progress=progress),
                          cd / "seg", _device(cfg), split=f"{val} (all images)", progress=progress,
-                         init_seed=cfg.train.seed)
+                         init_seed=seg_seed(cfg))
     # seg_val: single scale, no CRF (Table 2's protocol); seg_val_ms: the configured scales / flip;
     # seg_val_crf: those + the dense CRF
     entries: dict[str, Any] = {"seg_steps": m["steps"]}

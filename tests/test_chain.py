@@ -246,3 +246,19 @@ def test_masks_are_copied_whole_where_they_cannot_be_linked(tmp_path, monkeypatc
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.png", "y.png"]  # no temporary left
     assert (tmp_path / "b" / "x.png").read_bytes() == b"x.png" * 100
     assert (tmp_path / "b" / "y.png").read_bytes() == b"kept"
+
+
+def test_a_second_deeplab_seed_is_its_own_chain_on_the_same_masks(trained, monkeypatch):
+    _, rd = trained
+    base = {"crf.enabled": False, "crf.iterations": 1}
+    first = pipeline.run_chain(pipeline.chain_config(rd, **base), rd, progress=False)
+    assert pipeline.seg_seed(pipeline.chain_config(rd, **base)) == pipeline.chain_config(rd).train.seed
+    seeded = pipeline.chain_config(rd, **base, **{"seg.seed": 5})
+    cd = pipeline.chain_dir(seeded, rd)
+    assert cd != first and pipeline.seg_seed(seeded) == 5
+    pipeline.run_chain(seeded, rd, progress=False)
+    assert json.loads((cd / "stages" / "pseudo.json").read_text())["masks_from"] == first.name
+    wa, wb = (torch.load(c / "seg" / "seg_checkpoint.pth", map_location="cpu", weights_only=True)["model"]
+              for c in (first, cd))
+    heads = [k for k in wa if k.startswith("head") and wa[k].is_floating_point()]
+    assert heads and any(not torch.equal(wa[k], wb[k]) for k in heads)  # another draw of DeepLab
