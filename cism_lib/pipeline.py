@@ -387,7 +387,8 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
     train, val = _eval_splits(cfg)
     m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), rd / "pseudo" / train,
                          lambda tf: open_split(cfg, val, transform=tf, progress=progress),
-                         rd / "seg", _device(cfg), split=val, progress=progress)
+                         rd / "seg", _device(cfg), split=val, progress=progress,
+                         init_seed=cfg.seg.seed)  # unset: the generator as it stands (see segmenter_scored)
     write_metrics(m, rd / "metrics", f"seg_{val}")
     update_metrics(rd, **{f"seg_miou_{val}": m["miou"], f"seg_oa_{val}": m["oa"]})
     return {"miou": m["miou"]}

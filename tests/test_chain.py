@@ -262,3 +262,19 @@ def test_a_second_deeplab_seed_is_its_own_chain_on_the_same_masks(trained, monke
               for c in (first, cd))
     heads = [k for k in wa if k.startswith("head") and wa[k].is_floating_point()]
     assert heads and any(not torch.equal(wa[k], wb[k]) for k in heads)  # another draw of DeepLab
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_a_runs_deeplab_head_is_seeded_by_seg_seed_only_where_it_is_set(trained, monkeypatch, seed):
+    cfg, rd = trained
+    seen = {}
+
+    def scored(*args, **kwargs):
+        seen.update(kwargs)
+        return {"miou": 0.5, "oa": 0.5, "iou": [0.5, 0.5]}
+
+    monkeypatch.setattr(pipeline, "segmenter_scored", scored)
+    monkeypatch.setattr(pipeline, "update_metrics", lambda *a, **k: None)
+    monkeypatch.setattr("cism_lib.metrics.write_metrics", lambda *a, **k: None)
+    pipeline.stage_segment(replace(cfg, **{"seg.seed": seed}), rd, progress=False)
+    assert seen["init_seed"] == seed  # unset: the generator as the earlier stages left it
