@@ -170,7 +170,7 @@ PLANS: dict[str, Plan] = {
     # isaid512: the real tiles (CISM_ISAID_ROOT) at configs/isaid512.yaml's budget (all 2300
     # training tiles, one epoch of 384 px pairs, DeepLab 12 epochs) for Table 1/2 and the figures;
     # the ablation tables run their baseline and CISM rows at the screening budget of
-    # docs/results.md (600 tiles, one epoch); the whole profile: ≈ 4.8 h on 2 cores (README).
+    # docs/results.md (600 tiles, one epoch); the whole profile: ≈ 4.7 h on 2 cores (README).
     "isaid512": Plan(seeds=1, key_seeds=1,
                      rows={"table4": ("Baseline (CIAN)", "+PV", "+PV+PIE"), "table5": ("eta=0.3",),
                            "table6": ("CIAN", "CISM", "CISM +SLSC"),

@@ -240,9 +240,10 @@ def scalar_metrics(rd: Path) -> dict[str, Any]:
     return {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
 
 
-def update_metrics(rd: Path, drop: Sequence[str] = (), **entries: Any) -> dict[str, Any]:
-    """Merge entries into metrics.json, after removing the keys in `drop` (a stage's old figures)."""
-    metrics = {k: v for k, v in read_metrics(rd).items() if k not in drop}
+def update_metrics(rd: Path, drop_prefix: str | None = None, **entries: Any) -> dict[str, Any]:
+    """Merge entries into metrics.json, after removing the keys that start with `drop_prefix` (a
+    stage's old figures)."""
+    metrics = {k: v for k, v in read_metrics(rd).items() if drop_prefix is None or not k.startswith(drop_prefix)}
     metrics.update(entries)
     write_json_atomic(rd / "metrics.json", metrics)
     return metrics
@@ -662,7 +663,6 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
     entries: dict[str, Any] = {"seg_steps": m["steps"]}
     single = m.pop("single_scale", None)
     refined = m.pop("with_crf", None)
-    written = ["seg_val"]
     if single is None:  # configured protocol is single scale
         write_metrics(m, cd / "metrics", "seg_val")
         entries.update(seg_miou_val=m["miou"], seg_oa_val=m["oa"])
@@ -670,18 +670,17 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
         proto = dict(m["protocol"])
         write_metrics({**m, **single, "protocol": {**proto, "scales": [1.0], "flip": False}}, cd / "metrics", "seg_val")
         write_metrics(m, cd / "metrics", "seg_val_ms")
-        written.append("seg_val_ms")
         entries.update(seg_miou_val=single["miou"], seg_oa_val=single["oa"], seg_miou_val_ms=m["miou"],
                        seg_oa_val_ms=m["oa"])
     if refined is not None:
         write_metrics({**m, **refined, "protocol": {**m["protocol"], "crf": True}}, cd / "metrics", "seg_val_crf")
-        written.append("seg_val_crf")
         entries.update(seg_miou_val_crf=refined["miou"], seg_oa_val_crf=refined["oa"])
     # a scoring replaces the last one whole: no figure of an earlier protocol stays behind
-    for stem in {"seg_val_ms", "seg_val_crf"} - set(written):
-        for f in (cd / "metrics" / f"{stem}.json", cd / "metrics" / f"{stem}_per_class.csv"):
-            f.unlink(missing_ok=True)
-    update_metrics(cd, drop=[k for k in read_metrics(cd) if k.startswith("seg_")], **entries)
+    for stem, scored in (("seg_val_ms", single is not None), ("seg_val_crf", refined is not None)):
+        if not scored:
+            for f in (cd / "metrics" / f"{stem}.json", cd / "metrics" / f"{stem}_per_class.csv"):
+                f.unlink(missing_ok=True)
+    update_metrics(cd, drop_prefix="seg_", **entries)
     return {"miou": entries["seg_miou_val"], "steps": m["steps"], "scoring": _seg_scoring(cfg.seg)}
 
 

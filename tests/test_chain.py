@@ -248,7 +248,7 @@ def test_masks_are_copied_whole_where_they_cannot_be_linked(tmp_path, monkeypatc
     assert (tmp_path / "b" / "y.png").read_bytes() == b"kept"
 
 
-def test_a_second_deeplab_seed_is_its_own_chain_on_the_same_masks(trained, monkeypatch):
+def test_a_second_deeplab_seed_is_its_own_chain_on_the_same_masks(trained):
     _, rd = trained
     base = {"crf.enabled": False, "crf.iterations": 1}
     first = pipeline.run_chain(pipeline.chain_config(rd, **base), rd, progress=False)
