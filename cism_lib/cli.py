@@ -134,6 +134,18 @@ def _cmd_chain_figure(args: argparse.Namespace) -> None:
     print(f"written: {viz.save_figure(fig, args.name, args.profile)}")
 
 
+def _cmd_curve(args: argparse.Namespace) -> None:
+    from cism_lib import pipeline
+    from cism_lib.config import load_config
+    from cism_lib.display import markdown_table
+
+    for rd in args.run:
+        cfg = load_config(rd / "config.yaml")
+        table = pipeline.score_curve(cfg, rd, progress=not args.quiet)
+        print(f"{rd} ({cfg.model.method}, seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
+        print(markdown_table(table.round(4)) if len(table) else "  no snapshot yet (train.curve_epochs)")
+
+
 def _cmd_runs(args: argparse.Namespace) -> None:
     from cism_lib.errors import DataError
     from cism_lib.pipeline import collect_runs
@@ -164,7 +176,8 @@ def _cmd_screen(args: argparse.Namespace) -> None:
         else:
             print(markdown_table(ex.screen_summary(runs)))
         return
-    overrides = {"data.max_train": args.tiles or 600, "train.epochs": args.epochs}
+    overrides = {"data.max_train": args.tiles or 600, "train.epochs": args.epochs,
+                 **{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}}
     if args.cam_tiles:
         overrides["cam.max_train"] = args.cam_tiles
     sources = None if args.cam_sources is None else (args.cam_sources or ("slsc", "product"))
@@ -261,7 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--summary", action="store_true",
                     help="print the per-row summary (mean ± std over seeds) of results/isaid512/screen_runs.csv "
                     "as Markdown and run nothing")
+    add_config_flags(sc)
     sc.set_defaults(func=_cmd_screen)
+    cu = sub.add_parser("curve", help="the learning curve of runs trained with train.curve_epochs",
+                        description="Scores every kept epoch snapshot (train/epoch_<N>.pt) not scored yet: "
+                        "CAMs of both splits, each scored with the threshold chosen on the other, into "
+                        "<run>/curve/epoch_<N>/; prints mIoU, OA, threshold and the epoch's mean losses.")
+    cu.add_argument("run", type=Path, nargs="+", help="run folders")
+    cu.add_argument("--quiet", action="store_true", help="no progress bars")
+    cu.set_defaults(func=_cmd_curve)
     r = sub.add_parser("runs", help="table of finished runs")
     r.add_argument("dir", nargs="?", default="runs", type=Path)
     r.set_defaults(func=_cmd_runs)

@@ -98,11 +98,18 @@ class TrainConfig:
     max_steps: int | None = None
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
     aux_warmup: float = 0.0             # λ ramps linearly from 0 over this fraction of all steps (0: off)
+    # The anchors' order (ReCAM, MCIS): only L_ml trains before this epoch (counted from 1), so
+    # the auxiliary losses start from a CAM that has trained; 1: every loss from the first step
+    aux_from_epoch: int = 1
     # Gradient-balanced λ: every this many steps, λ_eff = model.lam × ‖∇_backbone L_ml‖ /
     # ‖∇_backbone (L_sl + L_csm + L_nsc)‖ on that step's batch, held until the next measurement (0: off)
     lam_balance_every: int = 0
     grad_probe: bool = False            # log each loss's backbone gradient norm and cosine with L_ml per epoch
     log_every: int = 10
+    # The learning curve: after each of these epochs (counted from 1) the weights are kept as
+    # train/epoch_<N>.pt and their CAMs scored under the run's protocol into curve/epoch_<N>/
+    # (pipeline.score_curve). It changes no weight, so it does not enter the run's identity.
+    curve_epochs: tuple[int, ...] = ()
     sync_bn: bool = False
     tensorboard: bool = False
 
@@ -286,6 +293,9 @@ def validate(cfg: Any, where: str = "config") -> None:
                                (cfg.batch_size >= 1, "batch_size must be >= 1"),
                                (0.0 <= cfg.aux_warmup <= 1.0, "aux_warmup must be in [0, 1]"),
                                (cfg.lam_balance_every >= 0, "lam_balance_every must be >= 0"),
+                               (1 <= cfg.aux_from_epoch <= cfg.epochs, "aux_from_epoch must lie between 1 and epochs"),
+                               (all(1 <= e <= cfg.epochs for e in cfg.curve_epochs),
+                                "curve_epochs must lie between 1 and train.epochs"),
                                (cfg.depthwise_grad in ("aten", "conv"), "depthwise_grad must be aten or conv")]
     if isinstance(cfg, CrfConfig):
         checks[CrfConfig] = [(cfg.unary in ("prob", "label"), "unary must be prob or label"),

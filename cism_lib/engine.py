@@ -21,6 +21,11 @@ from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, preci
 CKPT_NAME = "checkpoint.pt"
 
 
+def snapshot_name(epoch: int) -> str:
+    """The file of the weights kept after `epoch` (counted from 1) for the learning curve."""
+    return f"epoch_{epoch}.pt"
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (the paper's) or SGD over the model's parameter groups (backbone at a lower LR)."""
     core = model.module if hasattr(model, "module") else model
@@ -281,7 +286,8 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     def loss_fn(out, batch):
         # sched.last_epoch counts the optimiser steps taken so far (resumes included)
         step = sched.last_epoch
-        scale = warmup_scale(step, total_steps, cfg.train.aux_warmup)
+        off = step < (cfg.train.aux_from_epoch - 1) * n_steps  # the CAM trains alone first
+        scale = 0.0 if off else warmup_scale(step, total_steps, cfg.train.aux_warmup)
         if not every:
             return total_loss(out, batch, cfg.model, aux_scale=scale)
         if step % every == 0 and torch.is_grad_enabled():
@@ -304,6 +310,9 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
         history.append(record)
         if dist.is_main:
             save_checkpoint(ckpt, model, opt, sched, epoch, cfg, history)
+            if epoch + 1 in cfg.train.curve_epochs:  # weights only: the curve never resumes from it
+                with atomic_path(out_dir / snapshot_name(epoch + 1)) as tmp:
+                    torch.save({"model": core.state_dict(), "epoch": epoch, "config": to_dict(cfg)}, tmp)
             # Rewritten from the checkpoint's history, so log and checkpoint never disagree.
             write_text_atomic(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
             if on_epoch:

@@ -119,7 +119,7 @@ def run_dir(cfg: RunConfig) -> Path:
     exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
     if not cfg.seg.enabled:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
-    exclude += ("seg.curve_images",)  # the learning curve changes no weight
+    exclude += ("seg.curve_images", "train.curve_epochs")  # the learning curves change no weight
     extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
     # aten (the only path before) keeps the folders of its era; conv, where it acts, is its own run
     exclude += ("train.depthwise_grad",)
@@ -275,8 +275,17 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
 
     setup_cpu(cfg.threads)
     pairs = pair_dataset(cfg, progress)
+
+    def after_epoch(record: dict) -> None:
+        if record["epoch"] + 1 in cfg.train.curve_epochs:  # score the snapshot now, on this core
+            score_curve(cfg, rd, progress=progress, final=False)
+        if on_epoch:
+            on_epoch(record)
+
     model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress,
-                             on_epoch=on_epoch)
+                             on_epoch=after_epoch)
+    if cfg.train.curve_epochs:  # a snapshot whose scoring an interruption cut short
+        score_curve(cfg, rd, progress=progress, final=False)
     history = model.train_history
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
@@ -289,36 +298,89 @@ def _eval_splits(cfg: RunConfig) -> tuple[str, str]:
 
 def stage_cams(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """Multi-scale CAMs of the train and val splits into `<run>/cams/<split>/`."""
+    from cism_lib.engine import CKPT_NAME
+
+    return {"written": _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / "cams", progress)}
+
+
+def _make_split_cams(cfg: RunConfig, checkpoint: Path, cam_root: Path, progress: bool) -> dict[str, int]:
+    """CAMs of the classifier in `checkpoint` for the train and val splits into `cam_root/<split>/`."""
     from cism_lib.cam import make_cams
-    from cism_lib.engine import CKPT_NAME, load_classifier
+    from cism_lib.engine import load_classifier
 
     device = _device(cfg)
-    model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
+    model = load_classifier(cfg, num_foreground(cfg), checkpoint, device)
     mean, std = normalization(cfg)
     counts = {}
     for split in _eval_splits(cfg):
         ds = cam_split(cfg, split, progress=progress)
-        counts[split] = len(make_cams(model, ds, rd / "cams" / split, cfg.cam, device,
+        counts[split] = len(make_cams(model, ds, cam_root / split, cfg.cam, device,
                                       progress=progress, mean=mean, std=std, amp=cfg.train.amp))
-    return {"written": counts}
+    return counts
 
 
 def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """CAM mIoU/OA of each split with the background threshold chosen on the other split."""
+    summary = _score_split_cams(cfg, rd / "cams", rd / "metrics", progress)
+    update_metrics(rd, **summary)
+    return summary
+
+
+def _score_split_cams(cfg: RunConfig, cam_root: Path, metrics_dir: Path, progress: bool) -> dict[str, Any]:
+    """Each split's CAMs in `cam_root` scored with the threshold chosen on the other split;
+    per-class metrics into `metrics_dir`, the summary returned."""
     from cism_lib.metrics import evaluate_cams, write_metrics
 
     train, val = _eval_splits(cfg)
     ds = {s: cam_split(cfg, s, progress=progress) for s in (train, val)}
     summary = {}
     for report, select in ((train, val), (val, train)):
-        m = evaluate_cams(rd / "cams" / report, ds[report], ds[select], cfg.cam.thresholds,
-                          select_cam_dir=rd / "cams" / select, eval_split=report, select_split=select)
-        write_metrics(m, rd / "metrics", f"cam_{report}")
+        m = evaluate_cams(cam_root / report, ds[report], ds[select], cfg.cam.thresholds,
+                          select_cam_dir=cam_root / select, eval_split=report, select_split=select)
+        write_metrics(m, metrics_dir, f"cam_{report}")
         summary[f"cam_miou_{report}"], summary[f"cam_oa_{report}"] = m["miou"], m["oa"]
         summary[f"cam_threshold_{report}"] = m["protocol"]["threshold"]
         summary[f"all_background_miou_{report}"] = m["all_background_miou"]
-    update_metrics(rd, **summary)
     return summary
+
+
+def score_curve(cfg: RunConfig, rd: Path, progress: bool = True, final: bool = True) -> pd.DataFrame:
+    """The learning curve of a run: every kept snapshot `train/epoch_<N>.pt` not scored yet gets
+    its CAMs and scores in `curve/epoch_<N>/` under the run's protocol (each split scored with the
+    threshold chosen on the other); its CAM files are removed once scored. The last epoch's
+    weights are the run's own: where its eval stage is done, its figures are that epoch's (no
+    second scoring); `final=False` leaves that epoch to the eval stage. One line per scored
+    epoch, with the epoch's mean losses from the training log."""
+    import shutil
+
+    import pandas as pd
+
+    from cism_lib.engine import snapshot_name
+
+    history = {r["epoch"] + 1: r for r in _train_history(rd)}
+    rows = []
+    for epoch in sorted(history):
+        out, last = rd / "curve" / f"epoch_{epoch}", epoch == cfg.train.epochs
+        if last and stage_done(rd, "eval"):
+            scores = {k: v for k, v in scalar_metrics(rd).items() if k.startswith(("cam_", "all_background"))}
+        elif (out / "metrics.json").is_file():
+            scores = scalar_metrics(out)
+        elif (rd / "train" / snapshot_name(epoch)).is_file() and (final or not last):
+            _make_split_cams(cfg, rd / "train" / snapshot_name(epoch), out / "cams", progress)
+            scores = update_metrics(out, **_score_split_cams(cfg, out / "cams", out / "metrics", progress))
+            shutil.rmtree(out / "cams")
+        else:
+            continue
+        losses = {k: history[epoch][k] for k in ("total", "ml", "sl", "csm", "nsc") if k in history[epoch]}
+        rows.append({"epoch": epoch, "steps": history[epoch]["steps"], **scores,
+                     **{f"loss_{k}": v for k, v in losses.items()}})
+    return pd.DataFrame(rows)
+
+
+def _train_history(rd: Path) -> list[dict[str, Any]]:
+    """The classifier's epoch records from `<run>/train/log.jsonl` (empty before the first epoch)."""
+    path = rd / "train" / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
 def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc", "product"),
