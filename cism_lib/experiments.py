@@ -1043,6 +1043,7 @@ def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
     from cism_lib.cam import cam_to_labels, load_cam
     from cism_lib.crf import pseudo_mask
     from cism_lib.pipeline import open_split, read_metrics, run_dir
+    from cism_lib.viz import cam_title
 
     first = next(iter(runs.values()))
     ds = open_split(first, split, progress=False)
@@ -1062,7 +1063,7 @@ def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
         notes = {"ground truth": ", ".join(ds.classes.abbrev[c] if ds.classes.abbrev else ds.classes.names[c]
                                            for c in sorted({int(v) for v in np.unique(gt)} - {0, 255}))}
         for name, (cam, _) in cams.items():
-            title = f"{name} CAM"
+            title = cam_title(name)
             sample[title] = cam[k - 1] if k else np.zeros(cam.shape[1:], np.float32)
             if k:
                 iou = image_iou(gt, cam_to_labels(cam, thresholds[name]), k_all, k)
@@ -1090,6 +1091,7 @@ def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "v
     from cism_lib.data.transforms import normalization_for
     from cism_lib.pipeline import open_split, read_metrics
     from cism_lib.segment import load_segmenter, predict_segmenter
+    from cism_lib.viz import cam_title
 
     first = next(iter(chains.values()))[0]
     ds = open_split(first, split, progress=False)
@@ -1113,10 +1115,10 @@ def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "v
         notes = {"ground truth": ", ".join(ds.classes.abbrev[c] if ds.classes.abbrev else ds.classes.names[c]
                                            for c in sorted({int(v) for v in np.unique(gt)} - {0, 255}))}
         for name, (cam, _) in cams.items():
-            sample[f"{name} CAM"] = cam[k - 1] if k else np.zeros(cam.shape[1:], np.float32)
+            sample[cam_title(name)] = cam[k - 1] if k else np.zeros(cam.shape[1:], np.float32)
             if k:
                 iou = image_iou(gt, cam_to_labels(cam, thresholds[name]), k_all, k)
-                notes[f"{name} CAM"] = f"{ds.classes.names[k]}: IoU {100 * iou:.1f}"
+                notes[cam_title(name)] = f"{ds.classes.names[k]}: IoU {100 * iou:.1f}"
         if split == first.data.train_split:
             for name, (_, cd) in chains.items():
                 mask = read_index_png(Path(cd) / "pseudo" / f"{sid}.png")

@@ -63,8 +63,63 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
+# What each profile's notebooks run on (the report's header line).
+PROFILE_DATA = {
+    "smoke": "SynthAerial (synthetic aerial scenes generated on first use), the CI-sized plan",
+    "cpu": "SynthAerial (synthetic aerial scenes generated on first use), the CPU plan of the committed results/",
+    "paper": "real iSAID tiles (CISM_ISAID_ROOT), the paper's setup",
+    "isaid512": "real iSAID tiles (CISM_ISAID_ROOT) on a CPU",
+}
+STYLE = ("body{font-family:sans-serif;max-width:56em;margin:2em auto;line-height:1.4}"
+         "table{border-collapse:collapse;width:100%}td,th{padding:.2em .6em;text-align:left}"
+         "tr.what td{color:#555;padding-bottom:.7em;border-bottom:1px solid #ddd}")
+
+
+def _title(nb) -> str:
+    """What a notebook shows: the first heading of its first Markdown cell."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return ""
+
+
+def _machine() -> str:
+    """The processor, its core count and the GPU, if any, of the machine writing the report."""
+    from cism_lib.runtime import cpu_model
+
+    line = f"{cpu_model()}, {os.cpu_count()} cores"
+    try:  # torch is heavy; only the GPU's name needs it
+        import torch
+
+        if torch.cuda.is_available():
+            line += f"; GPU: {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return line
+
+
+def _header(profile: str) -> str:
+    """The report's opening lines: the profile, its data and the machine."""
+    from cism_lib.runtime import git_commit
+
+    data = PROFILE_DATA.get(profile, "—")
+    real = os.environ.get("CISM_ISAID_ROOT")
+    if real and profile in ("smoke", "cpu"):
+        data += f"; notebooks 01 and 09 add the real iSAID tiles of {real}"
+    commit = (git_commit() or "—")[:10]
+    return (f"<p>Profile <b>{html.escape(profile)}</b> · data: {html.escape(data)}<br>\n"
+            f"Machine: {html.escape(_machine())} · commit {html.escape(commit)}</p>\n"
+            "<p>Each notebook below was executed headlessly by <code>make reproduce</code>; its link opens "
+            "the executed copy with every table and figure. Tables also go to <code>results/</code>, "
+            "figures to <code>figures/</code>.</p>\n")
+
+
 def write_report(out_dir: Path) -> Path:
-    """Convert each executed notebook of `out_dir` to HTML beside it and write an `index.html` linking them.
+    """Convert each executed notebook of `out_dir` to HTML beside it and write an `index.html`
+    linking them: one line per notebook with its run time and status, and under it what it shows;
+    above them the profile, its data and the machine.
 
     Run times and failures are read from the metadata papermill writes into each executed copy, so
     the index also lists notebooks executed by an earlier `--only` run.
@@ -83,12 +138,14 @@ def write_report(out_dir: Path) -> Path:
         when = html.escape(str(run.get("end_time") or "—")[:19].replace("T", " "))
         rows.append(f'<tr><td><a href="{html.escape(path.stem)}.html">{html.escape(path.stem)}</a></td>'
                     f"<td>{_duration(run.get('duration'))}</td><td>{status}</td><td>{when}</td></tr>")
-    title = f"cism_lib: executed notebooks ({html.escape(out_dir.name)} profile)"
+        rows.append(f'<tr class="what"><td colspan="4">{html.escape(_title(nb))}</td></tr>')
+    profile = out_dir.name
+    title = f"cism_lib: executed notebooks ({html.escape(profile)} profile)"
     index = out_dir / "index.html"
-    index.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n"
-                     f"<body><h1>{title}</h1>\n<table>\n<tr><th>notebook</th><th>run time</th><th>status</th>"
-                     f"<th>finished</th></tr>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n",
-                     encoding="utf-8")
+    index.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+                     f"<style>{STYLE}</style></head>\n<body><h1>{title}</h1>\n{_header(profile)}<table>\n"
+                     "<tr><th>notebook</th><th>run time</th><th>status</th><th>finished</th></tr>\n"
+                     + "\n".join(rows) + "\n</table>\n</body></html>\n", encoding="utf-8")
     return index
 
 

@@ -121,6 +121,11 @@ def _panel_image(image: np.ndarray, value: np.ndarray, classes: ClassSet) -> np.
     return mask_overlay(image, value, classes)
 
 
+def cam_title(model: str) -> str:
+    """The panel title of a model's CAM: 'CISM CAM', and the plain CAM model's just 'CAM'."""
+    return model if model.split()[-1] == "CAM" else f"{model} CAM"
+
+
 def cam_panel(samples: Sequence[Mapping[str, Any]], classes: ClassSet = ISAID,
               columns: Sequence[str] | None = None, size: float = 2.2) -> Figure:
     """One row per sample: image, ground truth, CAMs (heatmaps) and masks (palette overlays).

@@ -37,14 +37,17 @@ PROFILE
 # tiles (`isaid512`) the pseudo-masks and DeepLab are a *chain* of each classifier run
 # (`cism chain`, in `<run>/chain/<hash>/`: masks of every training tile, DeepLab scored on all of
 # val), and Table 1 reports the CAMs of val (threshold chosen on train); the SynthAerial profiles
-# report train (threshold chosen on val).
+# report train (threshold chosen on val). The table keeps what a reader compares: each run's
+# background thresholds and its CAM, pseudo-mask and DeepLab scores (how it computed, its
+# precision and thread count, is in `results/table1_runs.csv`).
 
 # %%
 REPORT = experiments.table1_report(PROFILE)
 runs = experiments.run_rows('table1', PROFILE, seeds=SEEDS, stages=pipeline.STAGES)
 runs = experiments.per_class_iou(runs, f'cam_{REPORT}')
 experiments.write_table(runs, 'table1_runs', PROFILE)
-display.runs_view(runs)
+display.runs_view(runs.filter(['row', 'seed', 'run', 'cam_threshold_train', 'cam_threshold_val', 'cam_miou_train',
+                                'cam_miou_val', 'cam_oa_train', 'pseudo_miou_train', 'seg_miou_val', 'seg_oa_val']))
 
 # %% [markdown]
 # ## Table 1: per-class IoU (%)
