@@ -308,6 +308,17 @@ def claims_table(root: Path | None = None) -> pd.DataFrame:
     ])
 
 
+def reading(root: Path | None = None) -> str:
+    """A written reading of the ablation verdicts, as Markdown: how many components go the paper's way."""
+    verdicts = ablation_table(root)["verdict"]
+    same = int(verdicts.str.startswith(("same", "reproduced")).sum())
+    other = int(verdicts.str.startswith(("opposite", "not reproduced")).sum())
+    single = int(verdicts.str.endswith("(one seed)").sum())
+    return (f"Of the {len(verdicts)} component changes of Tables 4-8, **{same}** go the paper's way on SynthAerial "
+            f"and **{other}** the other way; {single} of them rest on a single seed on at least one side, "
+            "so they are observations, not findings.")
+
+
 TABLES: dict[str, Callable[[Path | None], pd.DataFrame]] = {
     "synthetic": synthetic_table, "real": real_table, "claims": claims_table,
     "ablations": ablation_table, "ablation-rows": ablation_rows_table, "figures": figures_table,
