@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
 TWINS = sorted(FOLDER.glob("[0-9][0-9]_*.py"))
 EXPECTED = ["00_quickstart", "01_data_statistics", "02_mcsg", "03_train", "04_table4_prototypes_pie",
             "05_table5_eta", "06_table6_slsc", "07_table7_mcsg", "08_table8_losses",
-            "09_table1_comparison", "10_cam_figures", "11_explore", "12_inside_cism"]
+            "09_table1_comparison", "10_cam_figures", "11_explore", "12_inside_cism", "13_reproduction"]
 
 
 def test_every_notebook_of_the_issue_exists() -> None:
