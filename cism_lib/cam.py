@@ -89,7 +89,9 @@ def load_cam(path: str | Path, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"{path}: CAM file not found (run `cism cams CONFIG` first)") from None
     except Exception as e:  # corrupt zip, missing arrays, truncated file
-        raise DataError(f"{path}: unreadable CAM file ({e})") from None
+        raise DataError(f"{path}: damaged CAM file ({type(e).__name__}: {e}); delete it and redo the CAM "
+                        "stage (cism cams CONFIG --force, or cism chain RUN --stages cams --force): only missing "
+                        "CAM files are made again") from None
     if keys.size and (keys.min() < 1 or keys.max() > num_fg) or cams.shape[0] != keys.size:
         raise DataError(f"{path}: class ids {keys.tolist()} do not fit {num_fg} foreground classes")
     full = np.zeros((num_fg, *cams.shape[1:]), dtype=np.float32)

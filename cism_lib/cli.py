@@ -138,10 +138,17 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     from cism_lib import pipeline
     from cism_lib.config import load_config
     from cism_lib.display import markdown_table
+    from cism_lib.errors import FolderBusyError
+    from cism_lib.runtime import folder_lock
 
     for rd in args.run:
         cfg = load_config(rd / "config.yaml")
-        table = pipeline.score_curve(cfg, rd, progress=not args.quiet)
+        try:
+            with folder_lock(rd, wait=False):
+                table = pipeline.score_curve(cfg, rd, progress=not args.quiet)
+        except FolderBusyError as exc:  # still training: it scores its own snapshots
+            print(f"{exc}; the epochs scored so far:")
+            table = pipeline.score_curve(cfg, rd, score=())
         print(f"{rd} ({cfg.model.method}, seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
         print(markdown_table(table.round(4)) if len(table) else "  no snapshot yet (train.curve_epochs)")
 
@@ -293,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cism` console script."""
     from cism_lib.errors import CismError
 
+    from cism_lib.runtime import stop_on_signals
+
     args = build_parser().parse_args(argv)
+    stop_on_signals()
     try:
         args.func(args)
     except CismError as exc:

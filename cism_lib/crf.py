@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,13 @@ def read_index_png(path: str | Path) -> np.ndarray:
             if img.mode not in ("P", "L"):
                 raise DataError(f"{path}: expected a palette or greyscale PNG, got mode {img.mode}")
             return np.array(img, dtype=np.uint8)
-    except (FileNotFoundError, OSError) as e:
-        raise DataError(f"{path}: cannot read pseudo-mask ({e})") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: pseudo-mask not found (make the pseudo-masks first: cism pseudo CONFIG, "
+                        "or cism chain RUN)") from None
+    except OSError as e:
+        raise DataError(f"{path}: damaged pseudo-mask ({e}); delete it and redo the pseudo-mask "
+                        "stage (cism pseudo CONFIG --force, or cism chain RUN --stages pseudo --force): only missing "
+                        "masks are made again") from None
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,9 @@ def _map_bounded(fn: Callable[[_Job], str], jobs: Iterable[_Job], workers: int) 
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    from cism_lib.runtime import process_pool
+
+    with process_pool(workers) as pool:
         pending: set = set()
         for job in jobs:
             if len(pending) >= 2 * workers:

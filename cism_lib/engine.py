@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cism_lib.config import LOSSES, RunConfig, TrainConfig, matches_stored, to_dict
 from cism_lib.errors import CheckpointError, ConfigError
-from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, precision_for, setup_cpu,
-                              write_text_atomic)
+from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, load_checkpoint_file, precision_for,
+                              setup_cpu, write_text_atomic)
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -85,26 +85,36 @@ def save_checkpoint(path: Path, model: nn.Module, opt, sched, epoch: int, cfg: R
                     history: list[dict]) -> None:
     """A plain-dict checkpoint (weights, optimizer, scheduler, epoch, config) written atomically."""
     core = model.module if hasattr(model, "module") else model
+    # The generator as this epoch left it: what the stages after training draw from, in any process
     state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "epoch": epoch, "config": to_dict(cfg), "history": history}
+             "epoch": epoch, "config": to_dict(cfg), "history": history, "rng": torch.get_rng_state()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
+RETRAIN = "delete it and run the same command again: the classifier trains again from its first epoch"
+
+
 def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
-    """Load a checkpoint; a corrupt file or one made for another model config is a clear error."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); "
-                              "delete it to retrain from scratch") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a cism_lib checkpoint (no 'model' entry)")
+    """Load a checkpoint; a damaged file or one made for another model config is a clear error."""
+    state = load_checkpoint_file(path, "classifier checkpoint", RETRAIN, "train the classifier first (cism train CONFIG)")
     if cfg is not None and not matches_stored(state.get("config", {}).get("model"), cfg.model):
         raise CheckpointError(f"{path}: checkpoint was trained with a different model config "
                               f"({state.get('config', {}).get('model')}); use another run folder "
                               "or delete the checkpoint")
     return state
+
+
+def restore_rng(path: Path) -> bool:
+    """Set torch's global generator to the state the classifier's last epoch left it in (saved in
+    its checkpoint), so a stage that draws from it after training (an unseeded DeepLab head) draws
+    the same numbers whether training ran in this process or an earlier one. False when the
+    checkpoint predates the saved state (the generator is left as it is)."""
+    state = load_checkpoint(path).get("rng")
+    if state is None:
+        return False
+    torch.set_rng_state(state)
+    return True
 
 
 def fp32_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

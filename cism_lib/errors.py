@@ -16,3 +16,11 @@ class ConfigError(CismError, ValueError):
 
 class CheckpointError(CismError, RuntimeError):
     """A corrupt checkpoint or one made for a different configuration."""
+
+
+class FolderBusyError(CismError, RuntimeError):
+    """A run folder that another process is writing (runtime.folder_lock)."""
+
+
+class DiskFullError(CismError, OSError):
+    """A write that failed because the disk is full; the file it replaces is intact."""

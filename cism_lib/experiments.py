@@ -872,10 +872,11 @@ def _pool(profile: str, fn: Any, jobs: list[tuple[RunConfig, Any]], workers: int
     folder's name, anything else (a chain) by its last three path parts."""
     import multiprocessing
     import time
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from cism_lib.errors import CismError
     from cism_lib.pipeline import open_split, run_dir
+    from cism_lib.runtime import process_pool
 
     seen: set[tuple[Any, ...]] = set()
     for cfg, _ in jobs:  # generate / label each dataset in this process first
@@ -887,7 +888,7 @@ def _pool(profile: str, fn: Any, jobs: list[tuple[RunConfig, Any]], workers: int
     log(f"[{profile}] {len(jobs)} {what} in {workers} processes of {jobs[0][0].threads} thread(s)")
     start, done = time.perf_counter(), []
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with process_pool(workers, ctx) as pool:
         futures = {pool.submit(fn, cfg, extra): run_dir(cfg) for cfg, extra in jobs}
         pending = set(futures)
         while pending:

@@ -1,10 +1,11 @@
 """The WSSS chain as stages: train → CAMs → eval CAMs → CRF pseudo-masks → segmentation; run records."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,31 @@ def pending_stages(cfg: RunConfig, rd: Path, stages: Sequence[str] = STAGES, for
             and (force or not stage_done(rd, s))]
 
 
+# An unseeded draw of a later stage (stage_segment's DeepLab head) takes torch's generator as the
+# stages before it left it; each stage keeps that state beside its marker, and a stage run in a
+# later process (after a kill or Ctrl-C) starts from it, so resuming gives the uninterrupted numbers.
+def _keep_generator(rd: Path, stage: str) -> None:
+    """Save torch's generator state as `stage` leaves it (`stages/<stage>.rng.pt`)."""
+    import torch
+
+    from cism_lib.runtime import atomic_path
+
+    with atomic_path(rd / "stages" / f"{stage}.rng.pt") as tmp:
+        torch.save(torch.get_rng_state(), tmp)
+
+
+def _resume_generator(rd: Path, stage: str) -> None:
+    """Set torch's generator to the state the last finished stage before `stage` kept (runs made
+    before stages kept it: left as it is)."""
+    import torch
+
+    for before in reversed(STAGES[:STAGES.index(stage)]):
+        path = rd / "stages" / f"{before}.rng.pt"
+        if path.is_file():
+            torch.set_rng_state(torch.load(path, weights_only=True))
+            return
+
+
 def mark_done(rd: Path, stage: str, info: dict[str, Any]) -> None:
     """Write a stage's marker (atomically, after its outputs)."""
     write_json_atomic(rd / "stages" / f"{stage}.json", info)
@@ -270,22 +296,25 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
 
     `on_epoch` is called with each epoch's log record (the notebooks' live curves).
     """
-    from cism_lib.engine import train_classifier
-    from cism_lib.runtime import setup_cpu
+    from cism_lib.engine import CKPT_NAME, restore_rng, train_classifier
+    from cism_lib.runtime import dist_info, setup_cpu
 
     setup_cpu(cfg.threads)
     pairs = pair_dataset(cfg, progress)
+    before_last = {e for e in cfg.train.curve_epochs if e < cfg.train.epochs}  # the last: the eval stage's
 
     def after_epoch(record: dict) -> None:
-        if record["epoch"] + 1 in cfg.train.curve_epochs:  # score the snapshot now, on this core
-            score_curve(cfg, rd, progress=progress, final=False)
+        if record["epoch"] + 1 in before_last:  # score the snapshot now, on this core
+            score_curve(cfg, rd, progress=progress, score=before_last)
         if on_epoch:
             on_epoch(record)
 
     model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress,
                              on_epoch=after_epoch)
-    if cfg.train.curve_epochs:  # a snapshot whose scoring an interruption cut short
-        score_curve(cfg, rd, progress=progress, final=False)
+    if before_last:  # a snapshot whose scoring an interruption cut short
+        score_curve(cfg, rd, progress=progress, score=before_last)
+    if dist_info().is_main:  # the generator as the last epoch left it, resumed or not
+        restore_rng(rd / "train" / CKPT_NAME)
     history = model.train_history
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
@@ -344,13 +373,16 @@ def _score_split_cams(cfg: RunConfig, cam_root: Path, metrics_dir: Path, progres
     return summary
 
 
-def score_curve(cfg: RunConfig, rd: Path, progress: bool = True, final: bool = True) -> pd.DataFrame:
-    """The learning curve of a run: every kept snapshot `train/epoch_<N>.pt` not scored yet gets
-    its CAMs and scores in `curve/epoch_<N>/` under the run's protocol (each split scored with the
-    threshold chosen on the other); its CAM files are removed once scored. The last epoch's
-    weights are the run's own: where its eval stage is done, its figures are that epoch's (no
-    second scoring); `final=False` leaves that epoch to the eval stage. One line per scored
-    epoch, with the epoch's mean losses from the training log."""
+def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
+                score: Collection[int] | None = None) -> pd.DataFrame:
+    """The learning curve of a run, one line per scored epoch with its mean losses.
+
+    A kept snapshot `train/epoch_<N>.pt` of an epoch in `score` (None: every epoch) that is not
+    scored yet gets its CAMs and scores in `curve/epoch_<N>/` under the run's protocol (each
+    split scored with the threshold chosen on the other); its CAM files are removed once scored.
+    The last epoch's weights are the run's own: once its eval stage is done, its figures are
+    that epoch's (no second scoring).
+    """
     import shutil
 
     import pandas as pd
@@ -360,13 +392,13 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True, final: bool = T
     history = {r["epoch"] + 1: r for r in _train_history(rd)}
     rows = []
     for epoch in sorted(history):
-        out, last = rd / "curve" / f"epoch_{epoch}", epoch == cfg.train.epochs
-        if last and stage_done(rd, "eval"):
+        out, snap = rd / "curve" / f"epoch_{epoch}", rd / "train" / snapshot_name(epoch)
+        if epoch == cfg.train.epochs and stage_done(rd, "eval"):
             scores = {k: v for k, v in scalar_metrics(rd).items() if k.startswith(("cam_", "all_background"))}
         elif (out / "metrics.json").is_file():
             scores = scalar_metrics(out)
-        elif (rd / "train" / snapshot_name(epoch)).is_file() and (final or not last):
-            _make_split_cams(cfg, rd / "train" / snapshot_name(epoch), out / "cams", progress)
+        elif snap.is_file() and (score is None or epoch in score):
+            _make_split_cams(cfg, snap, out / "cams", progress)
             scores = update_metrics(out, **_score_split_cams(cfg, out / "cams", out / "metrics", progress))
             shutil.rmtree(out / "cams")
         else:
@@ -451,7 +483,7 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
     m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), rd / "pseudo" / train,
                          lambda tf: open_split(cfg, val, transform=tf, progress=progress),
                          rd / "seg", _device(cfg), split=val, progress=progress,
-                         init_seed=cfg.seg.seed)  # unset: the generator as it stands (see segmenter_scored)
+                         init_seed=cfg.seg.seed)  # unset: the generator as the stages before left it
     write_metrics(m, rd / "metrics", f"seg_{val}")
     update_metrics(rd, **{f"seg_miou_{val}": m["miou"], f"seg_oa_{val}": m["oa"]})
     return {"miou": m["miou"]}
@@ -528,23 +560,27 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {STAGES}")
-    from cism_lib.runtime import dist_info, setup_cpu
+    from cism_lib.runtime import dist_info, folder_lock, setup_cpu
 
     setup_cpu(cfg.threads)
     main = dist_info().is_main
     rd = run_dir(cfg)
-    if main:
-        write_run_record(cfg, rd)
-    for stage in pending_stages(cfg, rd, stages, force):
-        if not main and stage != "train":
-            continue  # under torchrun every rank trains; rank 0 alone runs the other stages
-        start = time.perf_counter()
-        if stage == "train":
-            info = stage_train(cfg, rd, resume=resume, progress=progress)
-        else:
-            info = STAGE_FUNCS[stage](cfg, rd, progress=progress)
-        if main:  # with its wall time, so a profile's cost can be split by stage (stage_seconds)
-            mark_done(rd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
+    # one writer per run folder; under torchrun rank 0 holds it for all ranks
+    with folder_lock(rd) if main else contextlib.nullcontext():
+        if main:
+            write_run_record(cfg, rd)
+        for stage in pending_stages(cfg, rd, stages, force):
+            if not main and stage != "train":
+                continue  # under torchrun every rank trains; rank 0 alone runs the other stages
+            start = time.perf_counter()
+            if stage == "train":
+                info = stage_train(cfg, rd, resume=resume, progress=progress)
+            else:
+                _resume_generator(rd, stage)
+                info = STAGE_FUNCS[stage](cfg, rd, progress=progress)
+            if main:  # with its wall time, so a profile's cost can be split by stage (stage_seconds)
+                _keep_generator(rd, stage)
+                mark_done(rd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
     return rd
 
 
@@ -628,7 +664,7 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
     A chain that differs from a finished one in seg.* only links that chain's pseudo-masks (no CRF
     again) and scores them.
     """
-    from cism_lib.runtime import setup_cpu
+    from cism_lib.runtime import folder_lock, setup_cpu
 
     rd = Path(rd)
     unknown = set(stages) - set(CHAIN_STAGES)
@@ -642,12 +678,13 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
         raise ConfigError(f"{rd}: its CAMs were made with {run_cam}; a chain may change cam.max_train only")
     setup_cpu(cfg.threads)
     cd = chain_dir(cfg, rd)
-    cd.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, cd / "config.yaml")
-    for stage in [s for s in CHAIN_STAGES if s in stages and (force or not _chain_stage_done(cfg, cd, s))]:
-        start = time.perf_counter()
-        info = CHAIN_FUNCS[stage](cfg, rd, cd, progress)
-        mark_done(cd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
+    with folder_lock(rd):  # the chain writes the run's own cams/ too
+        cd.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cd / "config.yaml")
+        for stage in [s for s in CHAIN_STAGES if s in stages and (force or not _chain_stage_done(cfg, cd, s))]:
+            start = time.perf_counter()
+            info = CHAIN_FUNCS[stage](cfg, rd, cd, progress)
+            mark_done(cd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
     return cd
 
 

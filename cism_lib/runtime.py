@@ -1,6 +1,7 @@
 """Run-time plumbing shared by the stages: devices, seeds, atomic files, versions, distributed info."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -195,16 +196,104 @@ def retain_freed_memory() -> bool:
     return ok
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch RNGs."""
-    import random
+# ----------------------------------------------------------------------------- stopping and sharing
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) both raise KeyboardInterrupt in the main thread, so a
+    long job stops where it is: the atomic writes in flight leave the previous file, pools stop
+    their workers (process_pool), and the next run resumes from the last finished file.
 
-    import numpy as np
-    import torch
+    A process started in the background by a non-interactive shell (`cism run ... &` in a
+    script, nohup) inherits SIGINT as ignored, and Python then leaves it ignored: the job could
+    only be killed. The command line installs this at start, so `kill -INT` and Ctrl-C stop it
+    wherever it was started. Main thread only (signal handlers live there).
+    """
+    import signal
+    import threading
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def process_pool(workers: int, mp_context: Any = None) -> Iterator[Any]:
+    """A ProcessPoolExecutor that, when its block is left by an exception (a Ctrl-C included),
+    cancels the jobs not started and terminates its workers instead of waiting for the running
+    ones: nothing is left behind, and a stopped job's output is never half written (each job
+    writes atomically)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
+    try:
+        yield pool
+    except BaseException:
+        workers_now = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers_now:
+            proc.kill()  # each job writes atomically: nothing to finish
+        for proc in workers_now:
+            proc.join(timeout=10)
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+LOCK_NAME = ".lock"
+_HELD: dict[Path, list[int]] = {}  # folder -> [fd, depth] of the locks this process holds
+
+
+@contextmanager
+def folder_lock(folder: str | Path, wait: bool = True, log: Any = None) -> Iterator[None]:
+    """One writer per run folder: an OS file lock (flock) on `<folder>/.lock`, held while the
+    block runs and released by the OS when the process ends however it ends, so a killed
+    process never leaves a stale lock. Re-entrant within a process.
+
+    A folder held by another process: with `wait`, one line naming that process (to `log`,
+    default stderr), then wait for it; without, a FolderBusyError naming it. Readers (notebooks,
+    `cism runs`, summaries) take no lock. Where the OS has no flock (Windows), no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    from cism_lib.errors import FolderBusyError
+
+    folder = Path(folder).resolve()
+    if folder in _HELD:
+        _HELD[folder][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[folder][1] -= 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 400, 0).decode(errors="replace").strip() or "another process"
+            if not wait:
+                raise FolderBusyError(f"{folder}: {holder} is writing this folder; wait for it to "
+                                      "finish or stop it") from None
+            say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+            say(f"{folder}: {holder} is writing this folder; waiting for it (Ctrl-C to stop)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+        os.pwrite(fd, f"process {os.getpid()} ({command})".encode(), 0)
+        _HELD[folder] = [fd, 1]
+        yield
+    finally:
+        if _HELD.get(folder, [None])[0] == fd:
+            del _HELD[folder]
+        os.close(fd)  # releases the lock
 
 
 def _umask() -> int:
@@ -226,9 +315,58 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
+    except Exception as exc:
+        # torch and PIL report a full disk in their own words: ask the file system
+        if getattr(exc, "errno", None) == errno.ENOSPC or _disk_full(path.parent):
+            from cism_lib.errors import DiskFullError
+
+            raise DiskFullError(f"{path}: the disk is full, so it could not be written (a previous "
+                                f"{path.name}, if there was one, is intact): free some space and run "
+                                "the command again") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """True when the file system of `folder` has less than `margin` bytes free."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+def load_checkpoint_file(path: str | Path, what: str, remedy: str, missing: str) -> dict[str, Any]:
+    """A cism_lib checkpoint (a dict with a 'model' entry) read on the CPU, or a CheckpointError
+    in one line: which file, what is wrong with it (cut short, not a PyTorch file, made by another
+    program) and `remedy`, the command that makes it again; `missing`: what to do when absent."""
+    import torch
+
+    from cism_lib.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no {what} here; {missing}")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        if size == 0 or (zipped and "Weights only load failed" not in str(exc)):
+            problem = f"the {what} is cut short ({size} bytes: a copy or a disk that failed)"
+        elif zipped:
+            problem = f"not a {what}: it holds Python objects that cism_lib never saves (another program's file?)"
+        else:
+            problem = f"not a {what}: not a PyTorch file"
+        raise CheckpointError(f"{path}: {problem}; {remedy}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a {what}: a PyTorch file without cism_lib's 'model' entry "
+                              f"(another program's file?); {remedy}")
+    return state
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -27,9 +27,11 @@ from cism_lib.config import SegConfig, matches_stored, to_dict
 from cism_lib.crf import read_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
-from cism_lib.runtime import Precision, atomic_path, precision_for, write_text_atomic
+from cism_lib.runtime import Precision, atomic_path, load_checkpoint_file, precision_for, write_text_atomic
 
 CHECKPOINT = "seg_checkpoint.pth"
+RETRAIN = "delete it and run the same command again: DeepLab trains again from its first epoch"
+TRAIN_FIRST = "train DeepLab first (cism segment CONFIG, or cism chain RUN)"
 # SegConfig fields that change how a trained segmenter is scored, never its weights
 SCORING_ONLY = ("eval_scales", "eval_flip", "eval_crf", "curve_images")
 LOG = "seg_log.jsonl"
@@ -196,10 +198,7 @@ def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) 
     """Load a checkpoint made with the same config; returns its history (empty when none)."""
     if not path.is_file():
         return []
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    ckpt = load_checkpoint_file(path, "DeepLab checkpoint", RETRAIN, TRAIN_FIRST)
     stored = ckpt.get("config")
     if isinstance(stored, dict):  # how it is scored (and its learning curve) changes no weight
         stored = {**stored, **{k: to_dict(cfg)[k] for k in SCORING_ONLY}}
@@ -319,14 +318,8 @@ def _test_time_probs(model: nn.Module, image: torch.Tensor, scales: tuple[float,
 def load_segmenter(cfg: SegConfig, num_classes: int, path: str | Path) -> Segmenter:
     """A trained segmenter from a train_segmenter checkpoint (no ImageNet weights are read: the
     checkpoint holds every weight), in eval mode on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no segmenter checkpoint here (train DeepLab first)")
+    state = load_checkpoint_file(path, "DeepLab checkpoint", RETRAIN, TRAIN_FIRST)["model"]
     model = build_segmenter(dataclasses.replace(cfg, weights=None), num_classes)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
     model.load_state_dict(state)
     return model.eval()
 

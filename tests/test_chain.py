@@ -136,10 +136,11 @@ def test_load_segmenter_names_a_missing_or_broken_checkpoint(tmp_path):
     from cism_lib.segment import load_segmenter
 
     seg = SegConfig(backbone="resnet18", weights=None)
-    with pytest.raises(CheckpointError, match="no segmenter checkpoint here"):
+    with pytest.raises(CheckpointError, match=r"no DeepLab checkpoint here; train DeepLab first"):
         load_segmenter(seg, 16, tmp_path / "seg_checkpoint.pth")
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"bad\.pth: unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"bad\.pth: not a DeepLab checkpoint: not a PyTorch file; "
+                                              r"delete it and run the same command again"):
         load_segmenter(seg, 16, tmp_path / "bad.pth")
 
 

@@ -1,0 +1,105 @@
+"""The classifier's learning curve (train.curve_epochs, pipeline.score_curve, `cism curve`) and the
+anchors' order of training (train.aux_from_epoch)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cism_lib import pipeline
+from cism_lib.cli import main as cli_main
+from cism_lib.config import replace
+from cism_lib.engine import snapshot_name
+from cism_lib.errors import ConfigError
+from tests.test_pipeline import _data_env, data_dir, tiny_config  # noqa: F401 (the module's SynthAerial fixtures)
+
+STAGES = ("train", "cams", "eval")
+
+
+@pytest.fixture(scope="module")
+def curved(data_dir, tmp_path_factory):  # noqa: F811 (the imported fixture)
+    """A three-epoch run keeping its weights after epochs 1 and 3, CAMs and eval done."""
+    cfg = tiny_config(tmp_path_factory.mktemp("curve"), **{"seg.enabled": False, "train.epochs": 3,
+                                                           "train.curve_epochs": (1, 3)})
+    return cfg, pipeline.run_all(cfg, stages=STAGES, progress=False)
+
+
+def test_the_curve_does_not_change_the_runs_identity(tmp_path):
+    plain = tiny_config(tmp_path, **{"train.epochs": 3})
+    assert pipeline.run_dir(replace(plain, **{"train.curve_epochs": (1, 2)})) == pipeline.run_dir(plain)
+
+
+def test_curve_epochs_outside_the_schedule_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="curve_epochs must lie between 1 and train.epochs"):
+        tiny_config(tmp_path, **{"train.epochs": 2, "train.curve_epochs": (3,)})
+    with pytest.raises(ConfigError, match="aux_from_epoch must lie between 1 and epochs"):
+        tiny_config(tmp_path, **{"train.epochs": 2, "train.aux_from_epoch": 0})
+
+
+def test_snapshots_are_scored_during_training_and_the_last_epoch_is_the_runs_own(curved):
+    cfg, rd = curved
+    assert (rd / "train" / snapshot_name(1)).is_file() and not (rd / "train" / snapshot_name(2)).exists()
+    # epoch 1 was scored by the training process, its CAM files removed; epoch 3 is the eval stage's
+    assert (rd / "curve" / "epoch_1" / "metrics.json").is_file() and not (rd / "curve" / "epoch_1" / "cams").exists()
+    assert not (rd / "curve" / "epoch_3").exists()
+    table = pipeline.score_curve(cfg, rd, progress=False)
+    assert table["epoch"].tolist() == [1, 3]
+    last = table.set_index("epoch").loc[3]
+    run = pipeline.read_metrics(rd)
+    assert last["cam_miou_val"] == run["cam_miou_val"] and last["cam_threshold_val"] == run["cam_threshold_val"]
+    proto = json.loads((rd / "curve" / "epoch_1" / "metrics" / "cam_val.json").read_text())["protocol"]
+    assert proto["threshold_selected_on"] == "train" and proto["reported_split"] == "val"
+    log = [json.loads(line) for line in (rd / "train" / "log.jsonl").read_text().splitlines()]
+    assert table.set_index("epoch").loc[1, "loss_ml"] == log[0]["ml"]
+    assert table["steps"].tolist() == [log[0]["steps"], log[2]["steps"]]
+
+
+def test_a_snapshot_scores_as_the_run_would_at_that_epoch(curved, tmp_path):
+    """Epoch 3's snapshot, scored as a snapshot, gives the figures of the run's own eval stage."""
+    cfg, rd = curved
+    out = tmp_path / "copy"
+    (out / "train").mkdir(parents=True)
+    for name in (snapshot_name(3), "log.jsonl"):
+        (out / "train" / name).write_bytes((rd / "train" / name).read_bytes())
+    table = pipeline.score_curve(cfg, out, progress=False).set_index("epoch")
+    run = pipeline.read_metrics(rd)
+    for key in ("cam_miou_train", "cam_miou_val", "cam_oa_val", "cam_threshold_train"):
+        assert table.loc[3, key] == pytest.approx(run[key], abs=1e-12), key
+
+
+def test_an_unscored_snapshot_is_scored_on_the_next_call_and_only_when_asked(curved):
+    cfg, rd = curved
+    first = json.loads((rd / "curve" / "epoch_1" / "metrics.json").read_text())
+    (rd / "curve" / "epoch_1" / "metrics.json").unlink()  # as if the process died while scoring it
+    assert pipeline.score_curve(cfg, rd, progress=False, score=()).set_index("epoch").index.tolist() == [3]
+    again = pipeline.score_curve(cfg, rd, progress=False).set_index("epoch")
+    assert again.loc[1, "cam_miou_val"] == first["cam_miou_val"]
+
+
+def test_cism_curve_prints_the_table(curved, capsys):
+    _, rd = curved
+    assert cli_main(["curve", str(rd), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| epoch |" in out and "cam_miou_val" in out and out.count("\n| 1 |") + out.count("\n| 3 |") == 2
+
+
+def test_aux_losses_wait_for_their_epoch(tmp_path):
+    """Before train.aux_from_epoch the auxiliary losses are computed and logged but carry λ = 0,
+    so the weights follow L_ml alone; from it on, every loss trains."""
+    from cism_lib.engine import train_classifier
+    from cism_lib.pipeline import num_foreground, pair_dataset
+
+    cfg = tiny_config(tmp_path, **{"seg.enabled": False, "train.epochs": 2, "train.aux_from_epoch": 2})
+    model = train_classifier(cfg, pair_dataset(cfg, progress=False), num_foreground(cfg), tmp_path / "a",
+                             progress=False)
+    first, second = model.train_history
+    assert first["lam"] == 0.0 and second["lam"] == pytest.approx(cfg.model.lam)
+    assert first["sl"] > 0 and first["total"] == pytest.approx(first["ml"], rel=1e-6)
+    # the same first epoch as a run that trains L_ml alone
+    ml_only = replace(cfg, **{"model.losses": ("ml",), "train.aux_from_epoch": 1})
+    other = train_classifier(ml_only, pair_dataset(ml_only, progress=False), num_foreground(cfg),
+                             tmp_path / "b", progress=False)
+    assert other.train_history[0]["ml"] == pytest.approx(first["ml"], abs=1e-6)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["history"]
+    assert [r["epoch"] for r in a] == [0, 1]
