@@ -269,3 +269,75 @@ def test_training_leaves_the_generator_as_its_last_epoch_did_even_when_nothing_i
     torch.manual_seed(777)
     pipeline.stage_train(cfg, rd, progress=False)  # resumes at its last checkpoint: no epoch runs
     assert torch.equal(torch.get_rng_state(), after)
+
+
+def test_cism_lib_makes_openmp_wait_passively_unless_told_otherwise():
+    code = "import os, cism_lib, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
+
+
+# ----------------------------------------------------------------------------- a kill in every stage
+KILL_AT = {  # stage -> (files whose appearance means it is under way, how many)
+    "train": ("train/log.jsonl", 1),
+    "cams": ("cams/val/*.npz", 2),
+    "pseudo": ("pseudo/train/*.png", 2),
+    "segment (training)": ("seg/seg_log.jsonl", 1),
+    "segment (scoring)": ("seg/seg_log.jsonl", 2),
+}
+
+
+def _cism_run(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cism_lib.cli", "run", str(config), "--out_dir", str(out)],
+                            cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _lines_or_files(rd: Path, pattern: str) -> int:
+    hits = sorted(rd.glob(pattern))
+    if pattern.endswith(".jsonl"):
+        return len(hits[0].read_text().splitlines()) if hits else 0
+    return len(hits)
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_every_stage_resumes_to_the_uninterrupted_numbers(tmp_path, data_dir):  # noqa: F811
+    """SIGKILL once in each stage (training, CAMs, CRF pool, DeepLab training, DeepLab scoring),
+    rerun each time: every figure of metrics.json equals the uninterrupted run's, and no stage
+    finished before a kill is run again."""
+    from cism_lib.config import save_config
+
+    cfg = tiny_config(tmp_path, **{"train.epochs": 3, "seg.epochs": 2, "crf.workers": 2, "threads": 1,
+                                   "data.synth_val": 24, "seg.eval_flip": True, "seg.eval_scales": (0.75, 1.0, 1.25)})
+    config = tmp_path / "tiny.yaml"
+    save_config(cfg, config)
+    whole = _cism_run(config, tmp_path / "whole")
+    assert whole.wait(timeout=900) == 0, whole.stderr.read()
+    expected = pipeline.read_metrics(next((tmp_path / "whole").glob("*-*")))
+
+    out = tmp_path / "killed"
+    killed_in = []
+    for stage, (pattern, count) in KILL_AT.items():
+        rd = next(out.glob("*-*"), None)
+        finished = {p.name: p.stat().st_mtime_ns for p in (rd / "stages").glob("*.json")} if rd else {}
+        proc = _cism_run(config, out)
+        while proc.poll() is None:
+            rd = next(out.glob("*-*"), None)
+            if rd is not None and _lines_or_files(rd, pattern) >= count:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        if proc.wait(timeout=900) == -signal.SIGKILL:
+            killed_in.append(stage)
+        rd = next(out.glob("*-*"))
+        for name, mtime in finished.items():  # a finished stage is never run again
+            assert (rd / "stages" / name).stat().st_mtime_ns == mtime, (stage, name)
+    print("killed in:", killed_in)
+    assert killed_in[:4] == list(KILL_AT)[:4]  # the scoring kill may come after a fast scoring
+    final = _cism_run(config, out)
+    assert final.wait(timeout=900) == 0, final.stderr.read()
+    assert pipeline.read_metrics(next(out.glob("*-*"))) == expected
