@@ -166,6 +166,19 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: cores ÷ the profile's threads, so 2 for the cpu profile on 2 cores; "
                          "1: the notebooks train their runs one after another)")
     args = ap.parse_args(argv)
+    from cism_lib.runtime import stop_on_signals
+
+    stop_on_signals()
+    try:
+        return _reproduce(args)
+    except KeyboardInterrupt:  # the pools have stopped their workers; finished runs stay
+        print(f"make reproduce PROFILE={args.profile}: interrupted; finished runs and notebooks are kept, "
+              "run it again to go on", file=sys.stderr)
+        return 130
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """The body of main: the profile's runs, then its notebooks, then the report."""
     timeout = args.cell_timeout if args.cell_timeout is not None else CELL_TIMEOUT[args.profile]
     books = notebooks(args.notebooks, args.only)
     if not books:
