@@ -12,6 +12,7 @@ from typing import Any
 from cism_lib.errors import ConfigError
 
 LOSSES = ("ml", "sl", "csm", "nsc")
+PROFILES = ("smoke", "cpu", "paper", "isaid512")  # the presets in configs/, by name
 CLASS_WEIGHTS = ("none", "inverse_sqrt", "median_frequency")  # seg.class_weights
 
 
@@ -87,12 +88,11 @@ class TrainConfig:
     amp: bool = True                    # bf16 autocast on CUDA and bf16-native CPUs; false: fp32
     channels_last: bool = True          # with bf16 only (runtime.precision_for)
     # How Lite0's depthwise convolutions backpropagate on CPU (classifier and DeepLab): conv (as
-    # forward convolutions: the same gradients to rounding, a training step ~2× faster here) |
-    # aten (PyTorch's kernels; the default before session 12); models.backbones.set_depthwise_grad
+    # forward convolutions: the same gradients to rounding, a faster training step; docs/benchmarks.md)
+    # | aten (PyTorch's kernels); models.backbones.set_depthwise_grad
     depthwise_grad: str = "conv"
     # Adam / SGD as one fused kernel over all parameters (classifier and DeepLab; CPU and CUDA):
-    # the same update to rounding, a cpu-profile classifier trains ~1.2× faster (docs/benchmarks.md);
-    # false: PyTorch's per-parameter loop, the only path before session 13
+    # the same update to rounding, faster (docs/benchmarks.md); false: PyTorch's per-parameter loop
     fused_optimizer: bool = True
     seed: int = 0
     max_steps: int | None = None
@@ -441,6 +441,6 @@ def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = (),
 
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "CamConfig", "CrfConfig", "SegConfig",
-    "RunConfig", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash", "key_under",
+    "RunConfig", "PROFILES", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash", "key_under",
     "flatten", "non_default", "matches_stored",
 ]

@@ -41,14 +41,13 @@ import pandas as pd
 
 import cism_lib
 from cism_lib.classes import ISAID
-from cism_lib.config import CrfConfig, RunConfig, load_config, replace
+from cism_lib.config import PROFILES, CrfConfig, RunConfig, load_config, replace
 from cism_lib.errors import ConfigError, DataError
 from cism_lib.outputs import ROOT, output_dir
+from cism_lib.pipeline import ISAID_ENV
 from cism_lib.runtime import HEADLESS_ENV
 
-PROFILES = ("smoke", "cpu", "paper", "isaid512")
 PROFILE_ENV = "CISM_PROFILE"
-ISAID_ENV = "CISM_ISAID_ROOT"
 CAM_STAGES = ("train", "cams", "eval")
 DATA_LABELS = {"synthetic": "SynthAerial (synthetic)", "isaid": "iSAID tiles (real)",
                "voc": "PASCAL VOC 2012 (real)"}
@@ -125,25 +124,23 @@ class Plan:
     report: str = "train"                # Table 1's CAM split: train (threshold from val) or val
 
 
-# The real-tile screening budget (docs/results.md, "The real-tile screen"): 600 tiles, one epoch.
+# The real-tile screening budget (docs/results.md, "The screening budget"): 600 tiles, one epoch.
 SCREEN_BUDGET: dict[str, Any] = {"data.max_train": 600, "train.epochs": 1, "seg.enabled": False,
                                  "train.grad_probe": True}
 # The full real-tile budget of the CISM issue (`cism screen --tiles 2300 --cam-tiles 300`): every
 # training tile for one epoch, CAMs of the first 300 (where val's threshold is chosen); the same
 # folders as those screen runs.
 FULL_BUDGET: dict[str, Any] = {**SCREEN_BUDGET, "data.max_train": 2300, "cam.max_train": 300}
-# The real-tile chain (docs/results.md, "Session 14" to "Session 16"): pseudo-masks of every
-# training tile, then DeepLabV3 on Lite0 at 256² crops for 12 epochs, its val curve on the first
-# 200 val tiles, scored on all val tiles single scale and with a flip. On the plain CAM's masks
-# (seed 0): LargeFOV 15.4 val mIoU after 6 epochs, 17.2 after 12 (where its curve flattens; with
-# inverse_sqrt class weights 15.7); DeepLabV3 19.8 after 12, ahead of LargeFOV's curve at 11 of
-# its 12 epochs; IRN's ignore band (crf.band 0.5,1.5) did not add to it (docs/results.md).
+# The real-tile chain: pseudo-masks of every training tile, then DeepLabV3 on Lite0 at 256² crops
+# for 12 epochs (where LargeFOV's curve flattened, and the head that measured best on the plain
+# CAM's masks), its val curve on the first 200 val tiles, scored on all val tiles single scale and
+# with a flip (docs/results.md, "Real iSAID tiles: the chain").
 REAL_CHAIN: dict[str, Any] = {"cam.max_train": None, "seg.crop_size": 256, "seg.epochs": 12,
                               "seg.head": "deeplabv3", "seg.curve_images": 200, "seg.eval_flip": True}
 # Each method's CRF: the setting that measured best on its first 300 training tiles' ground truth
-# (the tiles where the threshold is chosen; docs/results.md, Session 14). The plain CAM: IRN's
-# label unary and bilateral kernel (sxy 50 / srgb 5), 21.2 mIoU (no CRF 20.2, probability unary
-# 15.5); CISM: the probability unary and the library's kernel, 21.5 (no CRF 15.2, IRN's 16.0).
+# (the tiles where the threshold is chosen; docs/results.md, "The chain: CRF choice"). The plain
+# CAM: IRN's label unary and bilateral kernel (sxy 50 / srgb 5); CISM: the probability unary and
+# the library's kernel.
 REAL_CRF: dict[str, dict[str, Any]] = {
     "CAM": {"crf.unary": "label", "crf.bi_sxy": 50.0, "crf.bi_srgb": 5.0},
     "CISM": {"crf.unary": "prob"},
@@ -169,8 +166,8 @@ PLANS: dict[str, Plan] = {
     "paper": Plan(seeds=3, key_seeds=3),
     # isaid512: the real tiles (CISM_ISAID_ROOT) at configs/isaid512.yaml's budget (all 2300
     # training tiles, one epoch of 384 px pairs, DeepLab 12 epochs) for Table 1/2 and the figures;
-    # the ablation tables run their baseline and CISM rows at the screening budget of
-    # docs/results.md (600 tiles, one epoch); the whole profile: ≈ 4.7 h on 2 cores (README).
+    # the ablation tables run their baseline and CISM rows at the screening budget (600 tiles,
+    # one epoch); its cost: docs/results.md, "Speed".
     "isaid512": Plan(seeds=1, key_seeds=1,
                      rows={"table4": ("Baseline (CIAN)", "+PV", "+PV+PIE"), "table5": ("eta=0.3",),
                            "table6": ("CIAN", "CISM", "CISM +SLSC"),
@@ -249,7 +246,7 @@ class Row:
 BASELINE = {"model.method": "cian"}
 CISM: dict[str, Any] = {"model.method": "cism"}    # every module and loss: the config defaults
 NO_SLSC = ("ml", "csm", "nsc")
-MCSG = {"data.mcsg": True}
+WITH_MCSG = {"data.mcsg": True}
 
 
 def _cism(**switches: Any) -> dict[str, Any]:
@@ -271,13 +268,13 @@ TABLES: dict[str, list[Row]] = {
                Row("RPNet-like +SLSC", _cism(use_pie=False, losses=("ml", "sl")), 3),
                Row("CISM", _cism(use_slsc=False, losses=NO_SLSC), 4),
                Row("CISM +SLSC", CISM, 5, key=True)],
-    "table7": [Row("Baseline (CIAN)", BASELINE, 0, key=True), Row("Baseline +MCSG", {**BASELINE, **MCSG}, 1),
-               Row("CISM", CISM, 2, key=True), Row("CISM +MCSG", {**CISM, **MCSG}, 3)],
-    "table8": [Row("ml", {**_cism(use_slsc=False, losses=("ml",)), **MCSG}, 0),
-               Row("ml+sl", {**_cism(losses=("ml", "sl")), **MCSG}, 1),
-               Row("ml+sl+nsc", {**_cism(losses=("ml", "sl", "nsc")), **MCSG}, 2),
-               Row("ml+sl+csm", {**_cism(losses=("ml", "sl", "csm")), **MCSG}, 3),
-               Row("ml+sl+csm+nsc", {**CISM, **MCSG}, 4)],
+    "table7": [Row("Baseline (CIAN)", BASELINE, 0, key=True), Row("Baseline +MCSG", {**BASELINE, **WITH_MCSG}, 1),
+               Row("CISM", CISM, 2, key=True), Row("CISM +MCSG", {**CISM, **WITH_MCSG}, 3)],
+    "table8": [Row("ml", {**_cism(use_slsc=False, losses=("ml",)), **WITH_MCSG}, 0),
+               Row("ml+sl", {**_cism(losses=("ml", "sl")), **WITH_MCSG}, 1),
+               Row("ml+sl+nsc", {**_cism(losses=("ml", "sl", "nsc")), **WITH_MCSG}, 2),
+               Row("ml+sl+csm", {**_cism(losses=("ml", "sl", "csm")), **WITH_MCSG}, 3),
+               Row("ml+sl+csm+nsc", {**CISM, **WITH_MCSG}, 4)],
 }
 
 

@@ -122,14 +122,14 @@ def run_dir(cfg: RunConfig) -> Path:
         exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
     exclude += ("seg.curve_images", "train.curve_epochs")  # the learning curves change no weight
     extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
-    # aten (the only path before) keeps the folders of its era; conv, where it acts, is its own run
+    # The faster kernels entered as extras, not as their keys' values, so runs made before they
+    # existed (aten depthwise backward, per-parameter optimiser) keep their folder names; where
+    # conv acts, or the optimiser is fused, the run is its own (they differ in the rounding). A
+    # DeepLab re-made with fused_optimizer false also differs from such old runs in the rounding
+    # of segment.dilated_conv_inside, which came with the fused optimiser.
     exclude += ("train.depthwise_grad",)
     if depthwise_conv_run(cfg):
         extra["runtime.depthwise_grad"] = "conv"
-    # likewise the fused optimisers (session 13); runs made by the per-parameter loop keep theirs.
-    # DeepLab-LargeFOV's fc6 skips its all-padding taps on small maps since the same commit
-    # (segment.dilated_conv_inside): a DeepLab re-made with fused_optimizer false differs from
-    # its old numbers in that rounding only.
     exclude += ("train.fused_optimizer",)
     if cfg.train.fused_optimizer:
         extra["runtime.fused_optimizer"] = True

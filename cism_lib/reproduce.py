@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-PROFILES = ("smoke", "cpu", "paper", "isaid512")  # experiments.PROFILES (not imported: torch-free start)
+from cism_lib.config import PROFILES  # config imports no torch: a quick start
+
 # Seconds one cell may run before papermill gives up on it. The cpu profile's longest cell (a
 # table's training runs) took about 10 minutes on 2 cores; papermill/nbclient can wait forever on
 # a kernel that has gone idle (nteract/papermill#711; seen here in 11_explore's ipywidgets cell,
