@@ -141,6 +141,7 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     from cism_lib.errors import FolderBusyError
     from cism_lib.runtime import folder_lock
 
+    curves: dict[str, list] = {}
     for rd in args.run:
         cfg = load_config(rd / "config.yaml")
         try:
@@ -149,8 +150,19 @@ def _cmd_curve(args: argparse.Namespace) -> None:
         except FolderBusyError as exc:  # still training: it scores its own snapshots
             print(f"{exc}; the epochs scored so far:")
             table = pipeline.score_curve(cfg, rd, score=())
-        print(f"{rd} ({cfg.model.method}, seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
+        print(f"{rd} ({pipeline.curve_label(cfg)}, seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
         print(markdown_table(table.round(4)) if len(table) else "  no snapshot yet (train.curve_epochs)")
+        if len(table):
+            curves.setdefault(pipeline.curve_label(cfg), []).append(table)
+    if args.figure and curves:
+        from cism_lib import viz
+        from cism_lib.experiments import paper_table
+
+        paper = paper_table("table1").set_index("model")["mIoU"]
+        marks = {m: float(paper[m]) for m in ("CIAN", "CISM") if m in paper.index and
+                 any(label.startswith(m) for label in curves)}
+        fig = viz.learning_curves(curves, paper=marks)
+        print(f"written: {viz.save_figure(fig, args.figure, args.profile)}")
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
@@ -289,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "<run>/curve/epoch_<N>/; prints mIoU, OA, threshold and the epoch's mean losses.")
     cu.add_argument("run", type=Path, nargs="+", help="run folders")
     cu.add_argument("--quiet", action="store_true", help="no progress bars")
+    cu.add_argument("--figure", default=None, metavar="NAME",
+                    help="also draw the curves (val mIoU against epoch, one line per method, seeds as a band, "
+                    "the paper's Table 1 figures as marks) to figures/<profile>/NAME.png")
+    cu.add_argument("--profile", default="isaid512", help="figures/<profile>/ (cpu: figures/)")
     cu.set_defaults(func=_cmd_curve)
     r = sub.add_parser("runs", help="table of finished runs")
     r.add_argument("dir", nargs="?", default="runs", type=Path)

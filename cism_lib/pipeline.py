@@ -409,6 +409,12 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
     return pd.DataFrame(rows)
 
 
+def curve_label(cfg: RunConfig) -> str:
+    """A learning curve's name: the method, and the anchors' order of training where it is used."""
+    label = cfg.model.method.upper()
+    return label + (f", aux losses from epoch {cfg.train.aux_from_epoch}" if cfg.train.aux_from_epoch > 1 else "")
+
+
 def _train_history(rd: Path) -> list[dict[str, Any]]:
     """The classifier's epoch records from `<run>/train/log.jsonl` (empty before the first epoch)."""
     path = rd / "train" / "log.jsonl"

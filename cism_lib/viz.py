@@ -314,6 +314,32 @@ def training_curves(histories: Mapping[str, pd.DataFrame] | pd.DataFrame,
     return fig
 
 
+def learning_curves(curves: Mapping[str, Sequence[pd.DataFrame]], metric: str = "cam_miou_val",
+                    paper: Mapping[str, float] | None = None, ylabel: str = "val mIoU (%)") -> Figure:
+    """`metric` (a fraction) against epoch, one line per method: the mean over its seeds' curves
+    (pipeline.score_curve tables), their min-max as a band where there are several; the paper's
+    figures (percent) as dashed horizontal marks."""
+    fig, axes = _figure(1, 1, 5.0, 3.4)
+    ax = axes[0, 0]
+    for i, (label, tables) in enumerate(curves.items()):
+        colour = f"C{i}"
+        wide = pd.concat([t.set_index("epoch")[metric].rename(n) for n, t in enumerate(tables)], axis=1) * 100
+        mean = wide.mean(axis=1)
+        seeds = int(wide.notna().sum(axis=1).max())
+        ax.plot(mean.index, mean, marker="o", color=colour, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+        if seeds > 1:
+            ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=colour, alpha=0.2, linewidth=0)
+    for i, (label, value) in enumerate((paper or {}).items()):
+        ax.axhline(value, color=f"C{len(curves) + i}", linestyle="--", linewidth=1)
+        ax.annotate(f"paper: {label} {value:.1f}", (1.0, value), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, loc="lower right" if not paper else "lower left")
+    return fig
+
+
 class LiveCurves:
     """Training curves that redraw in the notebook after each epoch (a no-op outside IPython)."""
 

@@ -103,3 +103,32 @@ def test_aux_losses_wait_for_their_epoch(tmp_path):
     assert other.train_history[0]["ml"] == pytest.approx(first["ml"], abs=1e-6)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["history"]
     assert [r["epoch"] for r in a] == [0, 1]
+
+
+def test_the_curves_figure_has_a_line_per_method_and_a_band_over_seeds():
+    import pandas as pd
+
+    from cism_lib import viz
+
+    def curve(values):
+        return pd.DataFrame({"epoch": [1, 2, 4], "cam_miou_val": values})
+
+    fig = viz.learning_curves({"CAM": [curve([0.10, 0.15, 0.2]), curve([0.12, 0.17, 0.2])],
+                               "CISM": [curve([0.08, 0.1, 0.12])]}, paper={"CISM": 32.2})
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["CAM (2 seeds)"].get_ydata().tolist() == pytest.approx([11.0, 16.0, 20.0])
+    assert lines["CISM (1 seed)"].get_xdata().tolist() == [1, 2, 4]
+    assert len(ax.collections) == 1  # one band: the method with two seeds
+    assert any(line.get_ydata()[0] == 32.2 for line in ax.get_lines())  # the paper's mark
+    assert any("paper: CISM 32.2" in t.get_text() for t in ax.texts)
+
+
+def test_cism_curve_draws_the_figure(curved, monkeypatch, tmp_path, capsys):
+    from cism_lib import viz
+
+    _, rd = curved
+    monkeypatch.setattr(viz, "output_dir", lambda kind, profile: tmp_path / kind / profile)
+    assert cli_main(["curve", str(rd), "--quiet", "--figure", "lc", "--profile", "smoke"]) == 0
+    assert (tmp_path / "figures" / "smoke" / "lc.png").is_file()
+    assert "written:" in capsys.readouterr().out
