@@ -96,6 +96,11 @@ class TrainConfig:
     fused_optimizer: bool = True
     seed: int = 0
     max_steps: int | None = None
+    # The anchors' practice on the pretrained backbone (models.backbones.freeze): the stem and the
+    # first N stages get no gradient and keep their BatchNorm statistics (IRN: 2); freeze_bn: every
+    # backbone BatchNorm keeps its statistics and affine parameters (IRN, CIAN, RPNet)
+    frozen_stages: int = 0
+    freeze_bn: bool = False
     init_from: str | None = None        # a classifier checkpoint.pt to start from (shared layers only)
     aux_warmup: float = 0.0             # λ ramps linearly from 0 over this fraction of all steps (0: off)
     # The anchors' order (ReCAM, MCIS): only L_ml trains before this epoch (counted from 1), so
@@ -294,6 +299,7 @@ def validate(cfg: Any, where: str = "config") -> None:
                                (0.0 <= cfg.aux_warmup <= 1.0, "aux_warmup must be in [0, 1]"),
                                (cfg.lam_balance_every >= 0, "lam_balance_every must be >= 0"),
                                (1 <= cfg.aux_from_epoch <= cfg.epochs, "aux_from_epoch must lie between 1 and epochs"),
+                               (cfg.frozen_stages >= 0, "frozen_stages must be >= 0"),
                                (all(1 <= e <= cfg.epochs for e in cfg.curve_epochs),
                                 "curve_epochs must lie between 1 and train.epochs"),
                                (cfg.depthwise_grad in ("aten", "conv"), "depthwise_grad must be aten or conv")]

@@ -5,7 +5,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +132,19 @@ def _load_average() -> float | None:
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt, sched,
                     device: torch.device, cfg: TrainConfig, n_steps: int, progress: bool,
-                    precision: Precision | None = None) -> dict[str, float]:
+                    precision: Precision | None = None, frozen: Sequence[nn.Module] = ()) -> dict[str, float]:
     """One pass over the pair loader; returns the mean of each loss term and the throughput.
 
     The forward pass runs under the precision policy (bf16 autocast where it is native), the
-    losses in fp32. Time spent waiting for the loader is reported as `data_s`.
+    losses in fp32. Time spent waiting for the loader is reported as `data_s`. The `frozen`
+    modules (models.backbones.freeze) stay in eval mode.
     """
     from cism_lib.runtime import progress_bar
 
     precision = precision or precision_for(device, cfg.amp, cfg.channels_last)
     model.train()
+    for module in frozen:
+        module.eval()
     sums: dict[str, float] = {}
     n_images, t0, data_s = 0, time.perf_counter(), 0.0
     bar = progress_bar(total=n_steps, desc="train", leave=False, disable=not progress)
@@ -263,7 +266,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     """Train the classifier on a pair dataset; writes checkpoint.pt and log.jsonl in out_dir."""
     from cism_lib.losses import total_loss, warmup_scale
     from cism_lib.models import build_model
-    from cism_lib.models.backbones import set_depthwise_grad
+    from cism_lib.models.backbones import freeze, set_depthwise_grad
     from cism_lib.runtime import resolve_device
 
     dist = dist_info()
@@ -277,6 +280,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     set_depthwise_grad(model, cfg.train.depthwise_grad)
     if cfg.train.init_from:
         init_from_checkpoint(model, Path(cfg.train.init_from))
+    frozen = freeze(model.backbone, cfg.train.frozen_stages, cfg.train.freeze_bn)
     model = precision.model(model.to(device))
     if dist.enabled:
         model = _wrap_distributed(model, device, dist, cfg.train.sync_bn)
@@ -310,7 +314,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
         loader = make_loader(dataset, cfg.train, epoch, cfg.data.workers, dist)
         try:
             stats = train_one_epoch(model, loader, loss_fn, opt, sched, device, cfg.train,
-                                    n_steps, progress and dist.is_main, precision)
+                                    n_steps, progress and dist.is_main, precision, frozen)
         except torch.cuda.OutOfMemoryError:
             raise RuntimeError(f"CUDA out of memory at batch_size={cfg.train.batch_size}, crop "
                                f"{cfg.data.crop_size}: lower train.batch_size or data.crop_size, "

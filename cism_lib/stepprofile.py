@@ -48,7 +48,7 @@ def profile_step(cfg: Any, steps: int = 2, top: int = 20, shapes: bool = False) 
     from cism_lib.engine import build_optimizer, fp32_outputs, to_device
     from cism_lib.losses import total_loss
     from cism_lib.models import build_model
-    from cism_lib.models.backbones import set_depthwise_grad
+    from cism_lib.models.backbones import freeze, set_depthwise_grad
     from cism_lib.runtime import precision_for, setup_cpu
 
     setup_cpu(cfg.threads)
@@ -58,6 +58,7 @@ def profile_step(cfg: Any, steps: int = 2, top: int = 20, shapes: bool = False) 
     precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)
     model = precision.model(build_model(cfg.model, 15).to(device)).train()
     set_depthwise_grad(model, cfg.train.depthwise_grad)
+    freeze(model.backbone, cfg.train.frozen_stages, cfg.train.freeze_bn)  # as engine.train_classifier
     opt = build_optimizer(model, cfg.train)
     batch = to_device(random_pair_batch(cfg.train.batch_size, cfg.data.crop_size, seed=cfg.train.seed),
                       device, precision.channels_last)

@@ -161,6 +161,38 @@ def set_depthwise_grad(module: nn.Module, grad: str) -> int:
     return found
 
 
+def backbone_stages(backbone: Backbone) -> list[list[nn.Module]]:
+    """The stem, then each stage (the blocks of one width), in forward order."""
+    body = backbone.body
+    if isinstance(body, _EfficientBody):
+        net, start = body.net, 0
+        stages: list[list[nn.Module]] = [[net._conv_stem, net._bn0]]
+        for args in net._blocks_args:
+            stages.append(list(net._blocks[start:start + args.num_repeat]))
+            start += args.num_repeat
+        return stages
+    return [[body.conv1, body.bn1], [body.layer1], [body.layer2], [body.layer3], [body.layer4]]
+
+
+def freeze(backbone: Backbone, stages: int = 0, batchnorm: bool = False) -> list[nn.Module]:
+    """The anchors' training practice on a pretrained backbone: the stem and the first `stages`
+    stages get no gradient (IRN detaches after its second stage), and with `batchnorm` every
+    BatchNorm keeps its statistics and affine parameters (IRN's FixedBatchNorm, CIAN, RPNet).
+    Returns the modules the training loop must keep in eval mode (statistics frozen, no
+    drop-connect); parameters are frozen here (requires_grad False, so no optimiser sees them)."""
+    parts = backbone_stages(backbone)
+    if not 0 <= stages < len(parts):
+        raise ConfigError(f"train.frozen_stages must lie between 0 and {len(parts) - 1} "
+                          f"(the stem and the stages of this backbone), got {stages}")
+    held = [m for part in parts[:stages + 1] for m in part] if stages else []
+    if batchnorm:
+        held += [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for module in held:
+        module.requires_grad_(False)
+        module.eval()
+    return held
+
+
 def build_backbone(name: str, weights: str | None = "imagenet", output_stride: int = 16) -> Backbone:
     """A backbone by name; weights: 'imagenet', a .pth path, or None (random init)."""
     if output_stride not in (8, 16, 32):
