@@ -329,23 +329,30 @@ def stage_cams(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
     """Multi-scale CAMs of the train and val splits into `<run>/cams/<split>/`."""
     from cism_lib.engine import CKPT_NAME
 
-    return {"written": _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / "cams", progress)}
+    made = _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / "cams", progress)
+    return {"written": {split: written for split, (_, written) in made.items()}}
 
 
-def _make_split_cams(cfg: RunConfig, checkpoint: Path, cam_root: Path, progress: bool) -> dict[str, int]:
-    """CAMs of the classifier in `checkpoint` for the train and val splits into `cam_root/<split>/`."""
+def _make_split_cams(cfg: RunConfig, checkpoint: Path, cam_root: Path, progress: bool,
+                     splits: Sequence[str] | None = None, source: str | None = None) -> dict[str, tuple[int, int]]:
+    """CAMs of the classifier in `checkpoint` (from W_c, or from `source`: CISMNet.cam_source) for
+    each split (default: train and val, as the stages after training see them) into
+    `cam_root/<split>/`, files already there kept; {split: (images, files written)}."""
     from cism_lib.cam import make_cams
     from cism_lib.engine import load_classifier
 
     device = _device(cfg)
     model = load_classifier(cfg, num_foreground(cfg), checkpoint, device)
+    if source is not None:
+        model.cam_source = source
     mean, std = normalization(cfg)
-    counts = {}
-    for split in _eval_splits(cfg):
+    made = {}
+    for split in splits or _eval_splits(cfg):
         ds = cam_split(cfg, split, progress=progress)
-        counts[split] = len(make_cams(model, ds, cam_root / split, cfg.cam, device,
-                                      progress=progress, mean=mean, std=std, amp=cfg.train.amp))
-    return counts
+        written = make_cams(model, ds, cam_root / split, cfg.cam, device, progress=progress, mean=mean, std=std,
+                            amp=cfg.train.amp)
+        made[split] = (len(ds), len(written))
+    return made
 
 
 def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
@@ -355,9 +362,11 @@ def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any
     return summary
 
 
-def _score_split_cams(cfg: RunConfig, cam_root: Path, metrics_dir: Path, progress: bool) -> dict[str, Any]:
+def _score_split_cams(cfg: RunConfig, cam_root: Path, metrics_dir: Path, progress: bool,
+                      stem: str = "cam", protocol: dict[str, Any] | None = None) -> dict[str, Any]:
     """Each split's CAMs in `cam_root` scored with the threshold chosen on the other split;
-    per-class metrics into `metrics_dir`, the summary returned."""
+    per-class metrics into `metrics_dir/<stem>_<split>.json` (their protocol with `protocol`
+    added), the summary returned."""
     from cism_lib.metrics import evaluate_cams, write_metrics
 
     train, val = _eval_splits(cfg)
@@ -366,7 +375,8 @@ def _score_split_cams(cfg: RunConfig, cam_root: Path, metrics_dir: Path, progres
     for report, select in ((train, val), (val, train)):
         m = evaluate_cams(cam_root / report, ds[report], ds[select], cfg.cam.thresholds,
                           select_cam_dir=cam_root / select, eval_split=report, select_split=select)
-        write_metrics(m, metrics_dir, f"cam_{report}")
+        m["protocol"].update(protocol or {})
+        write_metrics(m, metrics_dir, f"{stem}_{report}")
         summary[f"cam_miou_{report}"], summary[f"cam_oa_{report}"] = m["miou"], m["oa"]
         summary[f"cam_threshold_{report}"] = m["protocol"]["threshold"]
         summary[f"all_background_miou_{report}"] = m["all_background_miou"]
@@ -427,28 +437,14 @@ def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc"
     the CISM issue), under the run's protocol: CAMs of both splits into `<run>/cams_<source>/`,
     each split scored with the threshold chosen on the other, metrics/cam_<source>_<split>.json.
     Returns {f"cam_miou_<split>_<source>": ...}; needs the separate SLSC scorer."""
-    from cism_lib.cam import make_cams
-    from cism_lib.engine import CKPT_NAME, load_classifier
-    from cism_lib.metrics import evaluate_cams, write_metrics
+    from cism_lib.engine import CKPT_NAME
 
-    device = _device(cfg)
-    model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
-    mean, std = normalization(cfg)
-    train, val = _eval_splits(cfg)
-    ds = {s: cam_split(cfg, s, progress=progress) for s in (train, val)}
     summary: dict[str, Any] = {}
     for source in sources:
-        model.cam_source = source
-        for split in (train, val):
-            make_cams(model, ds[split], rd / f"cams_{source}" / split, cfg.cam, device,
-                      progress=progress, mean=mean, std=std, amp=cfg.train.amp)
-        for report, select in ((train, val), (val, train)):
-            m = evaluate_cams(rd / f"cams_{source}" / report, ds[report], ds[select], cfg.cam.thresholds,
-                              select_cam_dir=rd / f"cams_{source}" / select, eval_split=report,
-                              select_split=select)
-            m["protocol"]["cam_source"] = source
-            write_metrics(m, rd / "metrics", f"cam_{source}_{report}")
-            summary[f"cam_miou_{report}_{source}"] = m["miou"]
+        _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / f"cams_{source}", progress, source=source)
+        scores = _score_split_cams(cfg, rd / f"cams_{source}", rd / "metrics", progress, stem=f"cam_{source}",
+                                   protocol={"cam_source": source})
+        summary.update({f"cam_miou_{split}_{source}": scores[f"cam_miou_{split}"] for split in _eval_splits(cfg)})
     return summary
 
 
@@ -714,16 +710,11 @@ def _chain_stage_done(cfg: RunConfig, cd: Path, stage: str) -> bool:
 
 def _chain_cams(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
     """The run's CAMs of every train image the chain covers (those already there are kept)."""
-    from cism_lib.cam import make_cams
-    from cism_lib.engine import CKPT_NAME, load_classifier
+    from cism_lib.engine import CKPT_NAME
 
-    device = _device(cfg)
-    ds = cam_split(cfg, cfg.data.train_split, progress=progress)
-    model = load_classifier(cfg, num_foreground(cfg), rd / "train" / CKPT_NAME, device)
-    mean, std = normalization(cfg)
-    written = make_cams(model, ds, rd / "cams" / cfg.data.train_split, cfg.cam, device, progress=progress,
-                        mean=mean, std=std, amp=cfg.train.amp)
-    return {"images": len(ds), "written": len(written)}
+    train = cfg.data.train_split
+    images, written = _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / "cams", progress, splits=(train,))[train]
+    return {"images": images, "written": written}
 
 
 def _chain_pseudo(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
