@@ -142,6 +142,7 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     from cism_lib.runtime import folder_lock
 
     curves: dict[str, list] = {}
+    lines = []
     for rd in args.run:
         cfg = load_config(rd / "config.yaml")
         try:
@@ -154,6 +155,17 @@ def _cmd_curve(args: argparse.Namespace) -> None:
         print(markdown_table(table.round(4)) if len(table) else "  no snapshot yet (train.curve_epochs)")
         if len(table):
             curves.setdefault(pipeline.curve_label(cfg), []).append(table)
+            lines.append(pipeline.curve_lines(cfg, rd, table))
+    if args.csv and lines:
+        import pandas as pd
+
+        from cism_lib.runtime import write_text_atomic
+
+        new = pd.concat(lines, ignore_index=True)
+        old = pd.read_csv(args.csv) if args.csv.is_file() else new.iloc[:0]
+        keep = old[~old.set_index(["run", "epoch"]).index.isin(new.set_index(["run", "epoch"]).index)]
+        write_text_atomic(args.csv, pd.concat([keep, new], ignore_index=True).to_csv(index=False))
+        print(f"written: {args.csv}")
     if args.figure and curves:
         from cism_lib import viz
         from cism_lib.experiments import paper_table
@@ -305,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also draw the curves (val mIoU against epoch, one line per method, seeds as a band, "
                     "the paper's Table 1 figures as marks) to figures/<profile>/NAME.png")
     cu.add_argument("--profile", default="isaid512", help="figures/<profile>/ (cpu: figures/)")
+    cu.add_argument("--csv", type=Path, default=None, metavar="FILE",
+                    help="also write the curves' lines (run, method, seed, epoch, scores, losses, protocol) to "
+                    "FILE, replacing the lines of the same run and epoch (e.g. results/isaid512/curve_runs.csv)")
     cu.set_defaults(func=_cmd_curve)
     r = sub.add_parser("runs", help="table of finished runs")
     r.add_argument("dir", nargs="?", default="runs", type=Path)

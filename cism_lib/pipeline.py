@@ -425,6 +425,19 @@ def curve_label(cfg: RunConfig) -> str:
     return label + (f", aux losses from epoch {cfg.train.aux_from_epoch}" if cfg.train.aux_from_epoch > 1 else "")
 
 
+def curve_lines(cfg: RunConfig, rd: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """A score_curve table as results lines: the run, its curve label, seed and length, the
+    protocol of every figure, and the machine and precision it ran with."""
+    record = json.loads((rd / "versions.json").read_text()) if (rd / "versions.json").is_file() else {}
+    train, val = _eval_splits(cfg)
+    head = {"run": rd.name, "method": curve_label(cfg), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+            "train_images": cfg.data.max_train, "threshold_images": cfg.cam.max_train,
+            "protocol": f"{val} scored with the threshold chosen on {train} and vice versa; scales "
+                        f"{'/'.join(map(str, cfg.cam.scales))}{' + flip' if cfg.cam.flip else ''}, no CRF",
+            "precision": record.get("precision"), "threads": record.get("torch_threads"), "cpu": record.get("cpu")}
+    return table.assign(**head)[list(head) + list(table.columns)]
+
+
 def _train_history(rd: Path) -> list[dict[str, Any]]:
     """The classifier's epoch records from `<run>/train/log.jsonl` (empty before the first epoch)."""
     path = rd / "train" / "log.jsonl"

@@ -132,3 +132,18 @@ def test_cism_curve_draws_the_figure(curved, monkeypatch, tmp_path, capsys):
     assert cli_main(["curve", str(rd), "--quiet", "--figure", "lc", "--profile", "smoke"]) == 0
     assert (tmp_path / "figures" / "smoke" / "lc.png").is_file()
     assert "written:" in capsys.readouterr().out
+
+
+def test_cism_curve_writes_its_lines_and_replaces_its_own(curved, tmp_path):
+    import pandas as pd
+
+    _, rd = curved
+    path = tmp_path / "curve_runs.csv"
+    pd.DataFrame([{"run": "other-run", "epoch": 1, "cam_miou_val": 0.5}]).to_csv(path, index=False)
+    for _ in range(2):  # the second call replaces the run's lines, keeps the others
+        assert cli_main(["curve", str(rd), "--quiet", "--csv", str(path)]) == 0
+    table = pd.read_csv(path)
+    assert sorted(table["run"]) == sorted(["other-run", rd.name, rd.name])
+    mine = table[table["run"] == rd.name].set_index("epoch")
+    assert mine.loc[3, "cam_miou_val"] == pipeline.read_metrics(rd)["cam_miou_val"]
+    assert set(mine["method"]) == {"CISM"} and "threshold chosen on train" in mine["protocol"].iloc[0]
