@@ -180,6 +180,8 @@ def freeze(backbone: Backbone, stages: int = 0, batchnorm: bool = False) -> list
     BatchNorm keeps its statistics and affine parameters (IRN's FixedBatchNorm, CIAN, RPNet).
     Returns the modules the training loop must keep in eval mode (statistics frozen, no
     drop-connect); parameters are frozen here (requires_grad False, so no optimiser sees them)."""
+    if not stages and not batchnorm:
+        return []
     parts = backbone_stages(backbone)
     if not 0 <= stages < len(parts):
         raise ConfigError(f"train.frozen_stages must lie between 0 and {len(parts) - 1} "
