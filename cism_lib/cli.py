@@ -330,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cism` console script."""
     from cism_lib.errors import CismError
-
     from cism_lib.runtime import stop_on_signals
 
     args = build_parser().parse_args(argv)

@@ -105,18 +105,6 @@ def load_checkpoint(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
     return state
 
 
-def restore_rng(path: Path) -> bool:
-    """Set torch's global generator to the state the classifier's last epoch left it in (saved in
-    its checkpoint), so a stage that draws from it after training (an unseeded DeepLab head) draws
-    the same numbers whether training ran in this process or an earlier one. False when the
-    checkpoint predates the saved state (the generator is left as it is)."""
-    state = load_checkpoint(path).get("rng")
-    if state is None:
-        return False
-    torch.set_rng_state(state)
-    return True
-
-
 def fp32_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model outputs cast to fp32, so every loss is computed in full precision."""
     return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
@@ -257,6 +245,8 @@ def _resume(path: Path, model: nn.Module, opt, sched, cfg: RunConfig) -> tuple[i
     core.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if "rng" in state:  # the generator as the last epoch left it, for the stages after training
+        torch.set_rng_state(state["rng"])
     return int(state["epoch"]) + 1, list(state.get("history", []))
 
 

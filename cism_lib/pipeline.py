@@ -296,8 +296,8 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
 
     `on_epoch` is called with each epoch's log record (the notebooks' live curves).
     """
-    from cism_lib.engine import CKPT_NAME, restore_rng, train_classifier
-    from cism_lib.runtime import dist_info, setup_cpu
+    from cism_lib.engine import train_classifier
+    from cism_lib.runtime import setup_cpu
 
     setup_cpu(cfg.threads)
     pairs = pair_dataset(cfg, progress)
@@ -313,8 +313,6 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
                              on_epoch=after_epoch)
     if before_last:  # a snapshot whose scoring an interruption cut short
         score_curve(cfg, rd, progress=progress, score=before_last)
-    if dist_info().is_main:  # the generator as the last epoch left it, resumed or not
-        restore_rng(rd / "train" / CKPT_NAME)
     history = model.train_history
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
@@ -396,6 +394,7 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
     import shutil
 
     import pandas as pd
+    import torch
 
     from cism_lib.engine import snapshot_name
 
@@ -408,7 +407,8 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
         elif (out / "metrics.json").is_file():
             scores = scalar_metrics(out)
         elif snap.is_file() and (score is None or epoch in score):
-            _make_split_cams(cfg, snap, out / "cams", progress)
+            with torch.random.fork_rng(devices=[]):  # scoring leaves training's generator as it was
+                _make_split_cams(cfg, snap, out / "cams", progress)
             scores = update_metrics(out, **_score_split_cams(cfg, out / "cams", out / "metrics", progress))
             shutil.rmtree(out / "cams")
         else:
