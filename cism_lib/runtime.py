@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -236,8 +237,11 @@ def process_pool(workers: int, mp_context: Any = None) -> Iterator[Any]:
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in workers_now:
             proc.kill()  # each job writes atomically: nothing to finish
-        for proc in workers_now:
-            proc.join(timeout=10)
+        # the pool's own thread may reap a worker first (then one join sees it alive a while longer)
+        deadline = time.monotonic() + 10
+        while any(proc.is_alive() for proc in workers_now) and time.monotonic() < deadline:
+            for proc in workers_now:
+                proc.join(timeout=0.1)
         raise
     else:
         pool.shutdown(wait=True)
