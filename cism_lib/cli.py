@@ -122,14 +122,15 @@ def _cmd_chain_figure(args: argparse.Namespace) -> None:
     from cism_lib import viz
     from cism_lib.config import load_config
     from cism_lib.errors import ConfigError
+    from cism_lib.runfolder import RunFolder
 
     chains = {}
     for item in args.chains:
         name, sep, folder = item.partition("=")
-        cd = Path(folder)
-        if not sep or not (cd / "config.yaml").is_file() or cd.parent.name != "chain":
+        chain = RunFolder(folder)
+        if not sep or not chain.is_chain:
             raise ConfigError(f"{item}: give NAME=<run>/chain/<hash> (a chain folder)")
-        chains[name] = (load_config(cd.parent.parent / "config.yaml"), cd)
+        chains[name] = (load_config(chain.run_of_chain.config), chain.root)
     fig = viz.cam_panel(ex.chain_examples(chains, args.split, args.images))
     print(f"written: {viz.save_figure(fig, args.name, args.profile)}")
 
@@ -139,12 +140,13 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     from cism_lib.config import load_config
     from cism_lib.display import markdown_table
     from cism_lib.errors import FolderBusyError
+    from cism_lib.runfolder import RunFolder
     from cism_lib.runtime import folder_lock
 
     curves: dict[str, list] = {}
     lines = []
     for rd in args.run:
-        cfg = load_config(rd / "config.yaml")
+        cfg = load_config(RunFolder(rd).config)
         try:
             with folder_lock(rd, wait=False):
                 table = pipeline.score_curve(cfg, rd, progress=not args.quiet)

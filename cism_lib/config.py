@@ -424,6 +424,11 @@ def matches_stored(stored: Any, cfg: Any) -> bool:
     return {**to_dict(type(cfg)()), **stored} == to_dict(cfg)
 
 
+# Config values that change how trained weights are scored or their learning curve, never a
+# weight: no classifier or DeepLab is trained again for them (runfolder, segment).
+SCORING_ONLY = ("train.curve_epochs", "seg.curve_images", "seg.eval_scales", "seg.eval_flip", "seg.eval_crf")
+
+
 def key_under(key: str, prefixes: tuple[str, ...]) -> bool:
     """True when a dotted key is one of `prefixes` or lies inside one (a section or a key)."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
@@ -447,6 +452,6 @@ def config_hash(cfg: Any, n: int = 10, exclude: tuple[str, ...] = (),
 
 __all__ = [
     "DataConfig", "ModelConfig", "TrainConfig", "CamConfig", "CrfConfig", "SegConfig",
-    "RunConfig", "PROFILES", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash", "key_under",
+    "RunConfig", "PROFILES", "SCORING_ONLY", "to_dict", "from_dict", "replace", "load_config", "save_config", "config_hash", "key_under",
     "flatten", "non_default", "matches_stored",
 ]

@@ -15,16 +15,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cism_lib.config import LOSSES, RunConfig, TrainConfig, matches_stored, to_dict
 from cism_lib.errors import CheckpointError, ConfigError
+from cism_lib.runfolder import CHECKPOINT as CKPT_NAME
+from cism_lib.runfolder import TRAIN_LOG, snapshot_name
 from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, load_checkpoint_file, precision_for,
                               setup_cpu, write_text_atomic)
-
-CKPT_NAME = "checkpoint.pt"
-
-
-def snapshot_name(epoch: int) -> str:
-    """The file of the weights kept after `epoch` (counted from 1) for the learning curve."""
-    return f"epoch_{epoch}.pt"
-
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (the paper's) or SGD over the model's parameter groups (backbone at a lower LR)."""
@@ -318,7 +312,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
                 with atomic_path(out_dir / snapshot_name(epoch + 1)) as tmp:
                     torch.save({"model": core.state_dict(), "epoch": epoch, "config": to_dict(cfg)}, tmp)
             # Rewritten from the checkpoint's history, so log and checkpoint never disagree.
-            write_text_atomic(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            write_text_atomic(out_dir / TRAIN_LOG, "".join(json.dumps(r) + "\n" for r in history))
             if on_epoch:
                 on_epoch(record)
     core = model.module if hasattr(model, "module") else model

@@ -44,7 +44,7 @@ from cism_lib.classes import ISAID
 from cism_lib.config import PROFILES, CrfConfig, RunConfig, load_config, replace
 from cism_lib.errors import ConfigError, DataError
 from cism_lib.outputs import ROOT, output_dir
-from cism_lib.pipeline import ISAID_ENV
+from cism_lib.runfolder import ISAID_ENV, RunFolder, train_history
 from cism_lib.runtime import HEADLESS_ENV
 
 PROFILE_ENV = "CISM_PROFILE"
@@ -358,7 +358,6 @@ def _screen_row_config(row: Row, seed: int, base: RunConfig, known: Mapping[str,
                        progress: bool = True) -> RunConfig:
     """A screen row's config; a train.init_from of "@screen:<label>" becomes that row's
     checkpoint for the same seed, trained first when it is not there yet."""
-    from cism_lib.engine import CKPT_NAME
     from cism_lib.pipeline import run_all
 
     ref = str(row.overrides.get("train.init_from") or "")
@@ -369,7 +368,7 @@ def _screen_row_config(row: Row, seed: int, base: RunConfig, known: Mapping[str,
         raise ConfigError(f"screen row {row.label!r}: train.init_from {ref!r} names no other screen row")
     source = run_all(_screen_row_config(known[label], seed, base, known, progress), stages=("train",),
                      progress=progress)
-    checkpoint = str(source / "train" / CKPT_NAME)
+    checkpoint = str(RunFolder(source).checkpoint)
     resolved = dataclasses.replace(row, overrides={**row.overrides, "train.init_from": checkpoint})
     return row_config(resolved, seed=seed, base=base, table="screen")
 
@@ -398,12 +397,11 @@ def screen_per_class(runs: pd.DataFrame, root: Path | str = ".") -> pd.DataFrame
     lines = []
     for _, r in with_screen_budget(runs).iterrows():
         rd = Path(root) / str(r["run_dir"])
-        metrics = rd / "metrics" / "cam_val.json"
+        metrics = RunFolder(rd).metrics("cam_val")
         if not metrics.is_file():
             raise DataError(f"{metrics}: no val CAM metrics for screen run {r['run']} (made in another checkout?)")
         m = json.loads(metrics.read_text())
-        log = rd / "train" / "log.jsonl"
-        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+        epochs = train_history(rd)
         line: dict[str, Any] = {"row": r["row"], "seed": int(r["seed"]),
                                 "tiles × epochs": f"{int(r['tiles'])} × {int(r['epochs'])}",
                                 "val mIoU": round(100 * m["miou"], 1),
@@ -483,7 +481,7 @@ def _protocol_columns(cfg: RunConfig, rd: Path, report: str | None = None) -> di
     split, scales, flip, CRF."""
     train, val = cfg.data.train_split, cfg.data.val_split
     report = report or train
-    path = rd / "metrics" / f"cam_{report}.json"
+    path = RunFolder(rd).metrics(f"cam_{report}")
     proto = json.loads(path.read_text()).get("protocol", {}) if path.is_file() else {}
     return {"eval_split": proto.get("reported_split", report),
             "threshold_selected_on": proto.get("threshold_selected_on", val if report == train else train),
@@ -506,7 +504,7 @@ def _compute_columns(rd: Path) -> dict[str, Any]:
     """Torch threads, precision, Lite0's depthwise backward, the optimiser kernel and the processor
     of a run, from its versions.json (bf16 numbers depend on all five; runs recorded before the
     depthwise / fused options used aten / the per-parameter loop)."""
-    path = Path(rd) / "versions.json"
+    path = RunFolder(rd).versions
     record = json.loads(path.read_text()) if path.is_file() else {}
     return {"threads": record.get("torch_threads"), "precision": record.get("precision", "fp32"),
             "depthwise_grad": record.get("depthwise_grad", "aten"),
@@ -579,7 +577,7 @@ def per_class_iou(df: pd.DataFrame, stem: str = "cam_train") -> pd.DataFrame:
     out = df.copy()
     columns: dict[str, list[float]] = {a: [] for a in ISAID.abbrev}
     for rd in df["run_dir"]:
-        path = ROOT / rd / "metrics" / f"{stem}.json"  # relative run_dir: under the repository
+        path = RunFolder(ROOT / rd).metrics(stem)  # relative run_dir: under the repository
         m = json.loads(path.read_text()) if path.is_file() else {}
         by_name = dict(zip(m.get("class_names", []), m.get("iou", [])))
         for name, abbrev in zip(ISAID.names, ISAID.abbrev):
@@ -856,7 +854,7 @@ def _chain_finished(cfg: RunConfig, chain: dict[str, Any]) -> bool:
     from cism_lib.pipeline import CHAIN_STAGES, chain_config, chain_dir, run_dir, stage_done
 
     rd = run_dir(cfg)
-    if not (rd / "config.yaml").is_file():
+    if not RunFolder(rd).config.is_file():
         return False
     cd = chain_dir(chain_config(rd, **chain), rd)
     return all(stage_done(cd, s) for s in CHAIN_STAGES)
@@ -972,10 +970,7 @@ def mcsg_distribution(cfg: RunConfig, n: int = 2000, seed: int = 0,
 
 def read_history(rd: Path) -> pd.DataFrame:
     """The per-epoch training log `<run>/train/log.jsonl` as a frame (empty when absent)."""
-    path = Path(rd) / "train" / "log.jsonl"
-    if not path.is_file():
-        return pd.DataFrame()
-    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    return pd.DataFrame(train_history(rd))
 
 
 def train_live(cfg: RunConfig, progress: bool = True) -> Path:
@@ -1053,7 +1048,7 @@ def cam_examples(runs: Mapping[str, RunConfig], split: str = "val", n: int = 4,
     samples = []
     for i in idx:
         image, gt = ds.read(i)
-        cams = {name: load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[i]}.npz", ds.classes.num_foreground)
+        cams = {name: load_cam(RunFolder(run_dir(cfg)).cams(split) / f"{ds.ids[i]}.npz", ds.classes.num_foreground)
                 for name, cfg in runs.items()}
         label = cams[pseudo_of][1]
         k = focus_class(label, gt)
@@ -1097,16 +1092,16 @@ def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "v
     idx = list(indices) if indices is not None else _image_order(ds.labels, n)
     nets = {}
     for name, (_, cd) in chains.items():
-        ccfg = load_config(Path(cd) / "config.yaml")  # the chain's whole config (run_chain saves it)
-        nets[name] = (load_segmenter(ccfg.seg, k_all, Path(cd) / "seg" / "seg_checkpoint.pth"),
+        ccfg = load_config(RunFolder(cd).config)  # the chain's whole config (run_chain saves it)
+        nets[name] = (load_segmenter(ccfg.seg, k_all, RunFolder(cd).seg_checkpoint),
                       normalization_for(ccfg.seg.backbone), ccfg.train.amp)
-    runs = {name: Path(cd).parent.parent for name, (_, cd) in chains.items()}  # <run>/chain/<hash>
+    runs = {name: RunFolder(cd).run_of_chain.root for name, (_, cd) in chains.items()}
     thresholds = {name: float(read_metrics(rd).get(f"cam_threshold_{split}", 0.3)) for name, rd in runs.items()}
     samples = []
     for i in idx:
         image, gt = ds.read(i)
         sid = ds.ids[i]
-        cams = {name: load_cam(rd / "cams" / split / f"{sid}.npz", ds.classes.num_foreground)
+        cams = {name: load_cam(RunFolder(rd).cams(split) / f"{sid}.npz", ds.classes.num_foreground)
                 for name, rd in runs.items()}
         k = focus_class(next(iter(cams.values()))[1], gt)
         sample: dict[str, Any] = {"image": image, "ground truth": gt}
@@ -1119,7 +1114,7 @@ def chain_examples(chains: Mapping[str, tuple[RunConfig, Path]], split: str = "v
                 notes[cam_title(name)] = f"{ds.classes.names[k]}: IoU {100 * iou:.1f}"
         if split == first.data.train_split:
             for name, (_, cd) in chains.items():
-                mask = read_index_png(Path(cd) / "pseudo" / f"{sid}.png")
+                mask = read_index_png(RunFolder(cd).pseudo() / f"{sid}.png")
                 sample[f"{name} pseudo-mask"] = mask
                 notes[f"{name} pseudo-mask"] = f"mIoU {100 * image_iou(gt, mask, k_all):.1f}"
         for name, (net, (mean, std), amp) in nets.items():
@@ -1137,7 +1132,7 @@ def chain_figure_runs(runs: pd.DataFrame) -> dict[str, tuple[RunConfig, Path]]:
     for _, line in runs.iterrows():
         if int(line["seed"]) == 0 and isinstance(line.get("chain_dir"), str):
             cd = ROOT / line["chain_dir"]  # _portable's path: relative to the repository, or absolute
-            out[str(line["row"])] = (load_config(ROOT / line["run_dir"] / "config.yaml"), cd)
+            out[str(line["row"])] = (load_config(RunFolder(ROOT / line["run_dir"]).config), cd)
     return out
 
 
@@ -1154,7 +1149,7 @@ def inside_example(cfg: RunConfig, split: str = "val", index_q: int = 0, index_r
     import torch
 
     from cism_lib.cam import normalize_image
-    from cism_lib.engine import CKPT_NAME, load_classifier
+    from cism_lib.engine import load_classifier
     from cism_lib.models.inside import pair_labels, trace
     from cism_lib.pipeline import normalization, open_split, run_all
 
@@ -1166,7 +1161,7 @@ def inside_example(cfg: RunConfig, split: str = "val", index_q: int = 0, index_r
     if index_r is None:
         shared = [j for j in range(len(ds)) if j != index_q and (labels[j] & labels[index_q]).any()]
         index_r = shared[0] if shared else index_q
-    model = load_classifier(cfg, ds.classes.num_foreground, rd / "train" / CKPT_NAME, torch.device("cpu"))
+    model = load_classifier(cfg, ds.classes.num_foreground, RunFolder(rd).checkpoint, torch.device("cpu"))
     mean, std = normalization(cfg)
     (image_q, gt_q), (image_r, gt_r) = ds.read(index_q), ds.read(index_r)
     steps = trace(model.eval(), normalize_image(image_q, mean, std)[None], normalize_image(image_r, mean, std)[None])
@@ -1200,7 +1195,7 @@ def explore(cfg: RunConfig, split: str, index: int, class_id: int | None, bg_thr
 
     ds = open_split(cfg, split, progress=False)
     image, gt = ds.read(index)
-    cam, label = load_cam(run_dir(cfg) / "cams" / split / f"{ds.ids[index]}.npz", ds.classes.num_foreground)
+    cam, label = load_cam(RunFolder(run_dir(cfg)).cams(split) / f"{ds.ids[index]}.npz", ds.classes.num_foreground)
     if class_id is None:
         class_id = focus_class(label, gt) or 1
     masks = {"CAM + threshold": cam_to_labels(cam, bg_threshold),

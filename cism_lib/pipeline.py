@@ -9,23 +9,20 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cism_lib.config import RunConfig, config_hash, key_under, replace, save_config, to_dict
-from cism_lib.errors import CheckpointError, ConfigError
+from cism_lib.config import RunConfig, key_under, replace, save_config, to_dict
+from cism_lib.errors import ConfigError
+from cism_lib.runfolder import (CHAIN_IGNORED, CHAIN_KEYS, ISAID_ENV, RunFolder, chain_dir, given_root,
+                                mark_done, precision, pseudo_identity, read_metrics, run_device, run_dir,
+                                scalar_metrics, stage_done, train_history, update_metrics)
 from cism_lib.runtime import write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 
 STAGES = ("train", "cams", "eval", "pseudo", "segment")
-ISAID_ENV = "CISM_ISAID_ROOT"
 
 
 # ----------------------------------------------------------------------------- data
-def given_root(d: Any) -> str | None:
-    """data.root as configured, or for iSAID the CISM_ISAID_ROOT environment variable."""
-    return d.root or (os.environ.get(ISAID_ENV) if d.dataset == "isaid" else None)
-
-
 def data_root(cfg: RunConfig, progress: bool = True) -> Path:
     """The dataset folder; SynthAerial is generated on first use."""
     d = cfg.data
@@ -100,109 +97,17 @@ def pair_dataset(cfg: RunConfig, progress: bool = True):
 
 
 # ----------------------------------------------------------------------------- run records
-def run_dir(cfg: RunConfig) -> Path:
-    """`<out_dir>/<method>-<hash>`: one folder per configuration, shared by every table using it.
-
-    The hash covers the values that differ from the defaults. The name and out_dir are labels,
-    and a synthetic dataset's root is only where its scenes are cached (its synth_* values fix
-    the data), so none of them enter it: the same configuration reached from two notebooks, or
-    from two checkouts, reuses one run. A run with seg.enabled false never uses the other seg
-    values, so they do not enter it either. An iSAID root given by the environment variable
-    counts as if it were passed as data.root (one folder for the same data either way), and a
-    real root enters as its resolved absolute path, so `../data/x` and `/abs/data/x` naming the
-    same folder make one run, whatever the working directory.
-    """
-    root = given_root(cfg.data)
-    if root and cfg.data.dataset != "synthetic":
-        root = str(Path(root).expanduser().resolve())
-    if root != cfg.data.root:
-        cfg = replace(cfg, **{"data.root": root})
-    exclude = ("name", "out_dir") + (("data.root",) if cfg.data.dataset == "synthetic" else ())
-    if not cfg.seg.enabled:
-        exclude += tuple(f"seg.{k}" for k in to_dict(cfg.seg) if k != "enabled")
-    exclude += ("seg.curve_images", "train.curve_epochs")  # the learning curves change no weight
-    extra = {"runtime.precision": "bf16"} if cpu_bf16_run(cfg) else {}
-    # The faster kernels entered as extras, not as their keys' values, so runs made before they
-    # existed (aten depthwise backward, per-parameter optimiser) keep their folder names; where
-    # conv acts, or the optimiser is fused, the run is its own (they differ in the rounding). A
-    # DeepLab re-made with fused_optimizer false also differs from such old runs in the rounding
-    # of segment.dilated_conv_inside, which came with the fused optimiser.
-    exclude += ("train.depthwise_grad",)
-    if depthwise_conv_run(cfg):
-        extra["runtime.depthwise_grad"] = "conv"
-    exclude += ("train.fused_optimizer",)
-    if cfg.train.fused_optimizer:
-        extra["runtime.fused_optimizer"] = True
-    if cfg.train.init_from:  # the starting weights, not where they lie, make the run
-        exclude += ("train.init_from",)
-        extra["train.init_from.weights"] = weights_digest(cfg.train.init_from)
-    return Path(cfg.out_dir) / f"{cfg.model.method}-{config_hash(cfg, exclude=exclude, extra=extra)}"
-
-
-def weights_digest(path: str | Path, n: int = 16) -> str:
-    """The first n hex digits of a SHA-256 over a classifier checkpoint's model weights (names and
-    values, not the file: its optimiser state and timings differ between identical trainings)."""
-    import hashlib
-
-    import torch
-
-    from cism_lib.engine import load_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: train.init_from names no such checkpoint file")
-    digest = hashlib.sha256()
-    for name, value in sorted(load_checkpoint(path)["model"].items()):
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:n]
-
-
-def cpu_bf16_run(cfg: RunConfig) -> bool:
-    """True when the run computes in bf16 on the CPU (the policy of runtime.precision_for).
-
-    Such runs get their own folder: their numbers differ from fp32 runs of the same config,
-    which is what a CPU run was before the bf16 path (so those folders stay valid).
-    """
-    policy = precision(cfg)
-    return policy.name == "bf16" and policy.device_type == "cpu"
-
-
-def depthwise_conv_run(cfg: RunConfig) -> bool:
-    """True when `train.depthwise_grad: conv` changes this run's numbers (in the rounding): a
-    Lite0 classifier or DeepLab backbone trained on the CPU (models.backbones.set_depthwise_grad).
-
-    Such runs get their own folder; runs where it acts on nothing (ResNets, CUDA) and aten runs
-    keep the folders they had before conv became the default.
-    """
-    if cfg.train.depthwise_grad != "conv" or _device(cfg).type != "cpu":
-        return False
-    lite = [cfg.model.backbone] + ([cfg.seg.backbone] if cfg.seg.enabled else [])
-    return any(name.startswith("efficientnet") for name in lite)
-
-
-def precision(cfg: RunConfig, inference: bool = False):
-    """The precision policy this run uses on this machine."""
-    from cism_lib.runtime import precision_for
-
-    return precision_for(_device(cfg), cfg.train.amp, cfg.train.channels_last, inference)
-
-
 def write_run_record(cfg: RunConfig, rd: Path) -> None:
     """config.yaml and versions.json (with the thread count and precision policy) beside the outputs."""
     from cism_lib.runtime import setup_cpu, versions
 
     setup_cpu(cfg.threads)
     rd.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, rd / "config.yaml")
-    write_json_atomic(rd / "versions.json", {**versions(), **precision(cfg).record(),
+    folder = RunFolder(rd)
+    save_config(cfg, folder.config)
+    write_json_atomic(folder.versions, {**versions(), **precision(cfg).record(),
                                              "depthwise_grad": cfg.train.depthwise_grad,
                                              "fused_optimizer": cfg.train.fused_optimizer})
-
-
-def stage_done(rd: Path, stage: str) -> bool:
-    """True when a stage finished in this run folder (its marker exists)."""
-    return (rd / "stages" / f"{stage}.json").exists()
 
 
 def pending_stages(cfg: RunConfig, rd: Path, stages: Sequence[str] = STAGES, force: bool = False) -> list[str]:
@@ -221,7 +126,7 @@ def _keep_generator(rd: Path, stage: str) -> None:
 
     from cism_lib.runtime import atomic_path
 
-    with atomic_path(rd / "stages" / f"{stage}.rng.pt") as tmp:
+    with atomic_path(RunFolder(rd).generator(stage)) as tmp:
         torch.save(torch.get_rng_state(), tmp)
 
 
@@ -231,15 +136,10 @@ def _resume_generator(rd: Path, stage: str) -> None:
     import torch
 
     for before in reversed(STAGES[:STAGES.index(stage)]):
-        path = rd / "stages" / f"{before}.rng.pt"
+        path = RunFolder(rd).generator(before)
         if path.is_file():
             torch.set_rng_state(torch.load(path, weights_only=True))
             return
-
-
-def mark_done(rd: Path, stage: str, info: dict[str, Any]) -> None:
-    """Write a stage's marker (atomically, after its outputs)."""
-    write_json_atomic(rd / "stages" / f"{stage}.json", info)
 
 
 def stage_seconds(rd: Path) -> dict[str, float]:
@@ -247,7 +147,7 @@ def stage_seconds(rd: Path) -> dict[str, float]:
     did not record it are left out)."""
     out = {}
     for stage in STAGES:
-        path = rd / "stages" / f"{stage}.json"
+        path = RunFolder(rd).stage(stage)
         if path.exists():
             seconds = json.loads(path.read_text()).get("seconds")
             if seconds is not None:
@@ -255,34 +155,7 @@ def stage_seconds(rd: Path) -> dict[str, float]:
     return out
 
 
-def read_metrics(rd: Path) -> dict[str, Any]:
-    """The run's merged metrics.json (empty when absent)."""
-    path = rd / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def scalar_metrics(rd: Path) -> dict[str, Any]:
-    """The numbers of the run's metrics.json (nested per-class entries left out)."""
-    return {k: v for k, v in read_metrics(rd).items() if isinstance(v, (int, float))}
-
-
-def update_metrics(rd: Path, drop_prefix: str | None = None, **entries: Any) -> dict[str, Any]:
-    """Merge entries into metrics.json, after removing the keys that start with `drop_prefix` (a
-    stage's old figures)."""
-    metrics = {k: v for k, v in read_metrics(rd).items() if drop_prefix is None or not k.startswith(drop_prefix)}
-    metrics.update(entries)
-    write_json_atomic(rd / "metrics.json", metrics)
-    return metrics
-
-
 # ----------------------------------------------------------------------------- stages
-def _device(cfg: RunConfig):
-    """The torch device of the run."""
-    from cism_lib.runtime import dist_info, resolve_device
-
-    return resolve_device(cfg.device, dist_info().local_rank)
-
-
 def num_foreground(cfg: RunConfig) -> int:
     """Foreground classes of the configured dataset."""
     from cism_lib.classes import ISAID, VOC
@@ -309,7 +182,7 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
         if on_epoch:
             on_epoch(record)
 
-    model = train_classifier(cfg, pairs, num_foreground(cfg), rd / "train", resume=resume, progress=progress,
+    model = train_classifier(cfg, pairs, num_foreground(cfg), RunFolder(rd).train, resume=resume, progress=progress,
                              on_epoch=after_epoch)
     if before_last:  # a snapshot whose scoring an interruption cut short
         score_curve(cfg, rd, progress=progress, score=before_last)
@@ -325,9 +198,8 @@ def _eval_splits(cfg: RunConfig) -> tuple[str, str]:
 
 def stage_cams(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """Multi-scale CAMs of the train and val splits into `<run>/cams/<split>/`."""
-    from cism_lib.engine import CKPT_NAME
-
-    made = _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / "cams", progress)
+    folder = RunFolder(rd)
+    made = _make_split_cams(cfg, folder.checkpoint, folder.cams(), progress)
     return {"written": {split: written for split, (_, written) in made.items()}}
 
 
@@ -339,7 +211,7 @@ def _make_split_cams(cfg: RunConfig, checkpoint: Path, cam_root: Path, progress:
     from cism_lib.cam import make_cams
     from cism_lib.engine import load_classifier
 
-    device = _device(cfg)
+    device = run_device(cfg)
     model = load_classifier(cfg, num_foreground(cfg), checkpoint, device)
     if source is not None:
         model.cam_source = source
@@ -355,26 +227,27 @@ def _make_split_cams(cfg: RunConfig, checkpoint: Path, cam_root: Path, progress:
 
 def stage_eval(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:
     """CAM mIoU/OA of each split with the background threshold chosen on the other split."""
-    summary = _score_split_cams(cfg, rd / "cams", rd / "metrics", progress)
+    summary = _score_split_cams(cfg, RunFolder(rd), progress)
     update_metrics(rd, **summary)
     return summary
 
 
-def _score_split_cams(cfg: RunConfig, cam_root: Path, metrics_dir: Path, progress: bool,
-                      stem: str = "cam", protocol: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Each split's CAMs in `cam_root` scored with the threshold chosen on the other split;
-    per-class metrics into `metrics_dir/<stem>_<split>.json` (their protocol with `protocol`
-    added), the summary returned."""
+def _score_split_cams(cfg: RunConfig, folder: RunFolder, progress: bool, source: str | None = None,
+                      protocol: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each split's CAMs in the folder (from W_c, or from `source`) scored with the threshold
+    chosen on the other split; per-class metrics into `metrics/cam[_<source>]_<split>.json`
+    (their protocol with `protocol` added), the summary returned."""
     from cism_lib.metrics import evaluate_cams, write_metrics
 
     train, val = _eval_splits(cfg)
     ds = {s: cam_split(cfg, s, progress=progress) for s in (train, val)}
+    stem = "cam" if source is None else f"cam_{source}"
     summary = {}
     for report, select in ((train, val), (val, train)):
-        m = evaluate_cams(cam_root / report, ds[report], ds[select], cfg.cam.thresholds,
-                          select_cam_dir=cam_root / select, eval_split=report, select_split=select)
+        m = evaluate_cams(folder.cams(report, source), ds[report], ds[select], cfg.cam.thresholds,
+                          select_cam_dir=folder.cams(select, source), eval_split=report, select_split=select)
         m["protocol"].update(protocol or {})
-        write_metrics(m, metrics_dir, f"{stem}_{report}")
+        write_metrics(m, folder.metrics(), f"{stem}_{report}")
         summary[f"cam_miou_{report}"], summary[f"cam_oa_{report}"] = m["miou"], m["oa"]
         summary[f"cam_threshold_{report}"] = m["protocol"]["threshold"]
         summary[f"all_background_miou_{report}"] = m["all_background_miou"]
@@ -396,21 +269,20 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
     import pandas as pd
     import torch
 
-    from cism_lib.engine import snapshot_name
-
-    history = {r["epoch"] + 1: r for r in _train_history(rd)}
+    folder = RunFolder(rd)
+    history = {r["epoch"] + 1: r for r in train_history(rd)}
     rows = []
     for epoch in sorted(history):
-        out, snap = rd / "curve" / f"epoch_{epoch}", rd / "train" / snapshot_name(epoch)
+        out, snap = folder.curve(epoch), folder.snapshot(epoch)
         if epoch == cfg.train.epochs and stage_done(rd, "eval"):
             scores = {k: v for k, v in scalar_metrics(rd).items() if k.startswith(("cam_", "all_background"))}
-        elif (out / "metrics.json").is_file():
-            scores = scalar_metrics(out)
+        elif out.metrics_file.is_file():
+            scores = scalar_metrics(out.root)
         elif snap.is_file() and (score is None or epoch in score):
             with torch.random.fork_rng(devices=[]):  # scoring leaves training's generator as it was
-                _make_split_cams(cfg, snap, out / "cams", progress)
-            scores = update_metrics(out, **_score_split_cams(cfg, out / "cams", out / "metrics", progress))
-            shutil.rmtree(out / "cams")
+                _make_split_cams(cfg, snap, out.cams(), progress)
+            scores = update_metrics(out.root, **_score_split_cams(cfg, out, progress))
+            shutil.rmtree(out.cams())
         else:
             continue
         losses = {k: history[epoch][k] for k in ("total", "ml", "sl", "csm", "nsc") if k in history[epoch]}
@@ -428,7 +300,8 @@ def curve_label(cfg: RunConfig) -> str:
 def curve_lines(cfg: RunConfig, rd: Path, table: pd.DataFrame) -> pd.DataFrame:
     """A score_curve table as results lines: the run, its curve label, seed and length, the
     protocol of every figure, and the machine and precision it ran with."""
-    record = json.loads((rd / "versions.json").read_text()) if (rd / "versions.json").is_file() else {}
+    versions = RunFolder(rd).versions
+    record = json.loads(versions.read_text()) if versions.is_file() else {}
     train, val = _eval_splits(cfg)
     head = {"run": rd.name, "method": curve_label(cfg), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
             "train_images": cfg.data.max_train, "threshold_images": cfg.cam.max_train,
@@ -438,25 +311,17 @@ def curve_lines(cfg: RunConfig, rd: Path, table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**head)[list(head) + list(table.columns)]
 
 
-def _train_history(rd: Path) -> list[dict[str, Any]]:
-    """The classifier's epoch records from `<run>/train/log.jsonl` (empty before the first epoch)."""
-    path = rd / "train" / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
 def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc", "product"),
                       progress: bool = True) -> dict[str, Any]:
     """CAMs of a trained run from other weights than W_c (CISMNet.cam_source; hypothesis 1 of
     the CISM issue), under the run's protocol: CAMs of both splits into `<run>/cams_<source>/`,
     each split scored with the threshold chosen on the other, metrics/cam_<source>_<split>.json.
     Returns {f"cam_miou_<split>_<source>": ...}; needs the separate SLSC scorer."""
-    from cism_lib.engine import CKPT_NAME
-
+    folder = RunFolder(rd)
     summary: dict[str, Any] = {}
     for source in sources:
-        _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / f"cams_{source}", progress, source=source)
-        scores = _score_split_cams(cfg, rd / f"cams_{source}", rd / "metrics", progress, stem=f"cam_{source}",
-                                   protocol={"cam_source": source})
+        _make_split_cams(cfg, folder.checkpoint, folder.cams(source=source), progress, source=source)
+        scores = _score_split_cams(cfg, folder, progress, source=source, protocol={"cam_source": source})
         summary.update({f"cam_miou_{split}_{source}": scores[f"cam_miou_{split}"] for split in _eval_splits(cfg)})
     return summary
 
@@ -468,9 +333,10 @@ def stage_pseudo(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, A
     train, val = _eval_splits(cfg)
     threshold = read_metrics(rd)[f"cam_threshold_{train}"]  # selected on val by stage_eval
     ds = cam_split(cfg, train, progress=progress)
-    m = pseudo_masks_scored(cfg, rd / "cams" / train, ds, rd / "pseudo" / train, threshold,
+    folder = RunFolder(rd)
+    m = pseudo_masks_scored(cfg, folder.cams(train), ds, folder.pseudo(train), threshold,
                             split=train, selected_on=val, progress=progress)
-    write_metrics(m, rd / "metrics", f"pseudo_{train}")
+    write_metrics(m, folder.metrics(), f"pseudo_{train}")
     update_metrics(rd, **{f"pseudo_miou_{train}": m["miou"], f"pseudo_oa_{train}": m["oa"]})
     return {"miou": m["miou"]}
 
@@ -495,11 +361,12 @@ def stage_segment(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, 
     from cism_lib.metrics import write_metrics
 
     train, val = _eval_splits(cfg)
-    m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), rd / "pseudo" / train,
+    folder = RunFolder(rd)
+    m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), folder.pseudo(train),
                          lambda tf: open_split(cfg, val, transform=tf, progress=progress),
-                         rd / "seg", _device(cfg), split=val, progress=progress,
+                         folder.seg, run_device(cfg), split=val, progress=progress,
                          init_seed=cfg.seg.seed)  # unset: the generator as the stages before left it
-    write_metrics(m, rd / "metrics", f"seg_{val}")
+    write_metrics(m, folder.metrics(), f"seg_{val}")
     update_metrics(rd, **{f"seg_miou_{val}": m["miou"], f"seg_oa_{val}": m["oa"]})
     return {"miou": m["miou"]}
 
@@ -601,16 +468,10 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
 
 # ----------------------------------------------------------------------------- a trained run's chain
 # The stages after the classifier as their own runs inside its folder: `<run>/chain/<hash>/`, one
-# per setting of the values below, so that a new CRF or DeepLab setting reuses the trained
-# classifier and its CAMs (a seg-enabled run_dir hashes the seg values, so every DeepLab variant
-# there retrains the classifier). The hash covers the non-default values of these keys only.
-CHAIN_KEYS = ("cam.max_train", "crf", "seg")
-# what the pseudo-masks depend on (besides the run): chains that agree on these share their masks
-PSEUDO_KEYS = ("cam.max_train", "crf")
+# per setting of cam.max_train, crf.* and seg.* (runfolder.chain_dir), so that a new CRF or
+# DeepLab setting reuses the trained classifier and its CAMs (a seg-enabled run_dir hashes the seg
+# values, so every DeepLab variant there retrains the classifier).
 CHAIN_STAGES = ("cams", "pseudo", "segment")
-# change no number, or only how the trained DeepLab is scored (a new scoring re-scores it in place)
-_CHAIN_IGNORED = ("crf.workers", "seg.enabled", "seg.curve_images", "seg.eval_scales", "seg.eval_flip",
-                  "seg.eval_crf")
 
 
 def chain_config(rd: Path, **overrides: Any) -> RunConfig:
@@ -619,7 +480,7 @@ def chain_config(rd: Path, **overrides: Any) -> RunConfig:
     names any other key (they would describe another classifier)."""
     from cism_lib.config import load_config
 
-    path = Path(rd) / "config.yaml"
+    path = RunFolder(rd).config
     if not path.is_file():
         raise ConfigError(f"{rd}: not a run folder (no config.yaml); train a classifier there first")
     bad = [k for k in overrides if not key_under(k, CHAIN_KEYS + ("device", "threads"))]
@@ -628,25 +489,15 @@ def chain_config(rd: Path, **overrides: Any) -> RunConfig:
     return load_config(path, {"seg.enabled": True, **overrides})
 
 
-def chain_dir(cfg: RunConfig, rd: Path) -> Path:
-    """`<rd>/chain/<10 hex>`: where the chain of `cfg` (chain_config) lives in the run folder rd."""
-    return Path(rd) / "chain" / config_hash(cfg, exclude=_CHAIN_IGNORED, include=CHAIN_KEYS)
-
-
-def _pseudo_hash(cfg: RunConfig) -> str:
-    return config_hash(cfg, exclude=_CHAIN_IGNORED, include=PSEUDO_KEYS)
-
-
 def _shared_pseudo(cfg: RunConfig, rd: Path, cd: Path) -> Path | None:
     """Another chain folder of the run whose finished pseudo-masks are the ones `cfg` would make
     (same cam.max_train and crf.*; it differs in seg.* only), or None."""
     from cism_lib.config import load_config
 
-    want = _pseudo_hash(cfg)
-    for other in sorted((rd / "chain").glob("*/stages/pseudo.json")):
-        other = other.parent.parent
-        if other != cd and _pseudo_hash(load_config(other / "config.yaml")) == want:
-            return other / "pseudo"
+    want = pseudo_identity(cfg)
+    for other in RunFolder(rd).chains():
+        if other.root != cd and stage_done(other.root, "pseudo") and pseudo_identity(load_config(other.config)) == want:
+            return other.pseudo()
     return None
 
 
@@ -688,14 +539,14 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
     for needed in ("train", "eval"):
         if not stage_done(rd, needed):
             raise ConfigError(f"{rd}: the run's {needed!r} stage is not done; its chain needs it")
-    run_cam = json.loads((rd / "cams" / cfg.data.train_split / "cam_meta.json").read_text())
+    run_cam = json.loads((RunFolder(rd).cams(cfg.data.train_split) / "cam_meta.json").read_text())
     if run_cam != {"scales": list(cfg.cam.scales), "flip": cfg.cam.flip}:
         raise ConfigError(f"{rd}: its CAMs were made with {run_cam}; a chain may change cam.max_train only")
     setup_cpu(cfg.threads)
     cd = chain_dir(cfg, rd)
     with folder_lock(rd):  # the chain writes the run's own cams/ too
         cd.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cd / "config.yaml")
+        save_config(cfg, RunFolder(cd).config)
         for stage in [s for s in CHAIN_STAGES if s in stages and (force or not _chain_stage_done(cfg, cd, s))]:
             start = time.perf_counter()
             info = CHAIN_FUNCS[stage](cfg, rd, cd, progress)
@@ -717,16 +568,14 @@ def _chain_stage_done(cfg: RunConfig, cd: Path, stage: str) -> bool:
         return True
     from cism_lib.config import SegConfig
 
-    marker = json.loads((cd / "stages" / "segment.json").read_text())  # no scoring: the default one
+    marker = json.loads(RunFolder(cd).stage("segment").read_text())  # no scoring: the default one
     return marker.get("scoring", _seg_scoring(SegConfig())) == _seg_scoring(cfg.seg)
 
 
 def _chain_cams(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[str, Any]:
     """The run's CAMs of every train image the chain covers (those already there are kept)."""
-    from cism_lib.engine import CKPT_NAME
-
-    train = cfg.data.train_split
-    images, written = _make_split_cams(cfg, rd / "train" / CKPT_NAME, rd / "cams", progress, splits=(train,))[train]
+    train, run = cfg.data.train_split, RunFolder(rd)
+    images, written = _make_split_cams(cfg, run.checkpoint, run.cams(), progress, splits=(train,))[train]
     return {"images": images, "written": written}
 
 
@@ -739,13 +588,14 @@ def _chain_pseudo(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[st
     if threshold is None:
         raise ConfigError(f"{rd}: metrics.json has no cam_threshold_{val} (run its eval stage)")
     ds = cam_split(cfg, train, progress=progress)
+    chain = RunFolder(cd)
     shared = _shared_pseudo(cfg, rd, cd)
     if shared is not None:  # a chain that differs in seg.* only: its masks, scored again here
-        _link_masks(shared, cd / "pseudo")
-    m = pseudo_masks_scored(cfg, rd / "cams" / train, ds, cd / "pseudo", threshold,
+        _link_masks(shared, chain.pseudo())
+    m = pseudo_masks_scored(cfg, RunFolder(rd).cams(train), ds, chain.pseudo(), threshold,
                             split=f"{train} ({len(ds)} images)",
                             selected_on=_threshold_split(rd, val) or train, progress=progress)
-    write_metrics(m, cd / "metrics", "pseudo_train")
+    write_metrics(m, chain.metrics(), "pseudo_train")
     update_metrics(cd, pseudo_miou_train=m["miou"], pseudo_oa_train=m["oa"], pseudo_coverage=m["coverage"],
                    pseudo_threshold=threshold, pseudo_images=len(ds))
     return {"miou": m["miou"], "images": len(ds), **({"masks_from": shared.parent.name} if shared else {})}
@@ -753,7 +603,7 @@ def _chain_pseudo(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[st
 
 def _threshold_split(rd: Path, report: str) -> str | None:
     """Where the run's eval chose the threshold it applied to split `report` (its protocol)."""
-    path = rd / "metrics" / f"cam_{report}.json"
+    path = RunFolder(rd).metrics(f"cam_{report}")
     return json.loads(path.read_text()).get("protocol", {}).get("threshold_selected_on") if path.is_file() else None
 
 
@@ -763,9 +613,10 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
 
     train, val = _eval_splits(cfg)
     vcfg = replace(cfg, **{"data.max_val": None})
-    m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), cd / "pseudo",
+    chain = RunFolder(cd)
+    m = segmenter_scored(cfg, cam_split(cfg, train, progress=progress), chain.pseudo(),
                          lambda tf: open_split(vcfg, val, transform=tf, progress=progress),
-                         cd / "seg", _device(cfg), split=f"{val} (all images)", progress=progress,
+                         chain.seg, run_device(cfg), split=f"{val} (all images)", progress=progress,
                          init_seed=seg_seed(cfg))
     # seg_val: single scale, no CRF (Table 2's protocol); seg_val_ms: the configured scales / flip;
     # seg_val_crf: those + the dense CRF
@@ -773,21 +624,21 @@ def _chain_segment(cfg: RunConfig, rd: Path, cd: Path, progress: bool) -> dict[s
     single = m.pop("single_scale", None)
     refined = m.pop("with_crf", None)
     if single is None:  # configured protocol is single scale
-        write_metrics(m, cd / "metrics", "seg_val")
+        write_metrics(m, chain.metrics(), "seg_val")
         entries.update(seg_miou_val=m["miou"], seg_oa_val=m["oa"])
     else:
         proto = dict(m["protocol"])
-        write_metrics({**m, **single, "protocol": {**proto, "scales": [1.0], "flip": False}}, cd / "metrics", "seg_val")
-        write_metrics(m, cd / "metrics", "seg_val_ms")
+        write_metrics({**m, **single, "protocol": {**proto, "scales": [1.0], "flip": False}}, chain.metrics(), "seg_val")
+        write_metrics(m, chain.metrics(), "seg_val_ms")
         entries.update(seg_miou_val=single["miou"], seg_oa_val=single["oa"], seg_miou_val_ms=m["miou"],
                        seg_oa_val_ms=m["oa"])
     if refined is not None:
-        write_metrics({**m, **refined, "protocol": {**m["protocol"], "crf": True}}, cd / "metrics", "seg_val_crf")
+        write_metrics({**m, **refined, "protocol": {**m["protocol"], "crf": True}}, chain.metrics(), "seg_val_crf")
         entries.update(seg_miou_val_crf=refined["miou"], seg_oa_val_crf=refined["oa"])
     # a scoring replaces the last one whole: no figure of an earlier protocol stays behind
     for stem, scored in (("seg_val_ms", single is not None), ("seg_val_crf", refined is not None)):
         if not scored:
-            for f in (cd / "metrics" / f"{stem}.json", cd / "metrics" / f"{stem}_per_class.csv"):
+            for f in (chain.metrics(stem), chain.metrics() / f"{stem}_per_class.csv"):
                 f.unlink(missing_ok=True)
     update_metrics(cd, drop_prefix="seg_", **entries)
     return {"miou": entries["seg_miou_val"], "steps": m["steps"], "scoring": _seg_scoring(cfg.seg)}
@@ -805,14 +656,14 @@ def chain_summary(run_dirs: Sequence[Path | str], per_class: bool = False) -> pd
 
     lines = []
     for rd in map(Path, run_dirs):
-        run = load_config(rd / "config.yaml")
+        run = load_config(RunFolder(rd).config)
         base = flatten(to_dict(run))
-        for cd in sorted((rd / "chain").glob("*/config.yaml")):
-            cd = cd.parent
-            cfg = load_config(cd / "config.yaml")
+        for chain in RunFolder(rd).chains():
+            cd = chain.root
+            cfg = load_config(chain.config)
             # what the chain set against its run (cam.max_train always: which images it covers)
             own = {k: v for k, v in flatten(to_dict(cfg)).items()
-                   if key_under(k, CHAIN_KEYS) and not key_under(k, _CHAIN_IGNORED)
+                   if key_under(k, CHAIN_KEYS) and not key_under(k, CHAIN_IGNORED)
                    and (base.get(k) != v or k == "cam.max_train")}
             m = read_metrics(cd)
             pct = {k: 100 * float(m[k]) if k in m else float("nan") for k in (
@@ -825,7 +676,7 @@ def chain_summary(run_dirs: Sequence[Path | str], per_class: bool = False) -> pd
                     "DeepLab mIoU": pct["seg_miou_val"], "DeepLab OA": pct["seg_oa_val"],
                     "DeepLab mIoU flip/ms": pct["seg_miou_val_ms"], "DeepLab mIoU +CRF": pct["seg_miou_val_crf"],
                     "steps": m.get("seg_steps", float("nan"))}
-            seg = cd / "metrics" / "seg_val.json"
+            seg = chain.metrics("seg_val")
             if seg.is_file():
                 detail = json.loads(seg.read_text())
                 curve = detail.get("curve") or []

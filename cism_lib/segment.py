@@ -23,17 +23,18 @@ from torch import nn
 
 from cism_lib.cam import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_image, scaled_forward
 from cism_lib.classes import IGNORE_INDEX
+from cism_lib.config import SCORING_ONLY as _SCORING_ONLY
 from cism_lib.config import SegConfig, matches_stored, to_dict
 from cism_lib.crf import read_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
 from cism_lib.metrics import ConfusionMatrix, with_class_names
+from cism_lib.runfolder import SEG_CHECKPOINT as CHECKPOINT
 from cism_lib.runtime import Precision, atomic_path, load_checkpoint_file, precision_for, write_text_atomic
 
-CHECKPOINT = "seg_checkpoint.pth"
 RETRAIN = "delete it and run the same command again: DeepLab trains again from its first epoch"
 TRAIN_FIRST = "train DeepLab first (cism segment CONFIG, or cism chain RUN)"
 # SegConfig fields that change how a trained segmenter is scored, never its weights
-SCORING_ONLY = ("eval_scales", "eval_flip", "eval_crf", "curve_images")
+SCORING_ONLY = tuple(k.removeprefix("seg.") for k in _SCORING_ONLY if k.startswith("seg."))
 LOG = "seg_log.jsonl"
 
 

@@ -64,7 +64,7 @@ def test_hash_covers_only_non_default_values():
 
 
 def test_run_dir_ignores_labels_and_the_synthetic_cache_folder(tmp_path):
-    from cism_lib.pipeline import run_dir
+    from cism_lib.runfolder import run_dir
 
     cfg = replace(RunConfig(), **{"out_dir": str(tmp_path), "data.root": "/somewhere/synth"})
     moved = replace(cfg, **{"name": "other", "data.root": "/elsewhere/synth"})
@@ -77,7 +77,7 @@ def test_run_dir_ignores_labels_and_the_synthetic_cache_folder(tmp_path):
 
 
 def test_run_dir_of_an_isaid_root_from_the_environment(tmp_path, monkeypatch):
-    from cism_lib.pipeline import ISAID_ENV, run_dir
+    from cism_lib.runfolder import ISAID_ENV, run_dir
 
     cfg = replace(RunConfig(), **{"out_dir": str(tmp_path), "data.dataset": "isaid"})
     monkeypatch.setenv(ISAID_ENV, "/data/isaid")
@@ -88,7 +88,7 @@ def test_run_dir_of_an_isaid_root_from_the_environment(tmp_path, monkeypatch):
 
 
 def test_run_dir_of_a_real_root_spelled_relative_or_absolute_is_one_run(tmp_path, monkeypatch):
-    from cism_lib.pipeline import ISAID_ENV, cpu_bf16_run, run_dir
+    from cism_lib.runfolder import ISAID_ENV, cpu_bf16_run, run_dir
 
     (tmp_path / "data" / "isaid").mkdir(parents=True)
     (tmp_path / "work").mkdir()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cism_lib import experiments, pipeline
+from cism_lib import experiments, pipeline, runfolder
 from cism_lib.config import load_config, replace
 from cism_lib.engine import load_checkpoint
 from cism_lib.errors import CismError
@@ -75,13 +75,13 @@ def test_depthwise_conv_gets_its_own_folder_only_where_it_acts(tmp_path) -> None
     lite = _tiny(tmp_path, "runs")
     aten = replace(lite, **{"train.depthwise_grad": "aten"})
     assert lite.train.depthwise_grad == "conv"  # the default
-    assert pipeline.depthwise_conv_run(lite) and not pipeline.depthwise_conv_run(aten)
+    assert runfolder.depthwise_conv_run(lite) and not runfolder.depthwise_conv_run(aten)
     assert pipeline.run_dir(lite) != pipeline.run_dir(aten)
     resnet = replace(lite, **{"model.backbone": "resnet18"})
-    assert not pipeline.depthwise_conv_run(resnet)
+    assert not runfolder.depthwise_conv_run(resnet)
     assert pipeline.run_dir(resnet) == pipeline.run_dir(replace(resnet, **{"train.depthwise_grad": "aten"}))
     # a ResNet classifier with a Lite0 DeepLab: conv acts on the DeepLab
-    assert pipeline.depthwise_conv_run(replace(resnet, **{"seg.enabled": True, "seg.backbone": "efficientnet_lite0"}))
+    assert runfolder.depthwise_conv_run(replace(resnet, **{"seg.enabled": True, "seg.backbone": "efficientnet_lite0"}))
 
 
 def test_fused_optimizer_is_the_default_and_gets_its_own_folder(tmp_path) -> None:
