@@ -13,9 +13,8 @@ import statistics
 import tempfile
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from torch import nn
 
 from cism_lib.config import CrfConfig, ModelConfig, RunConfig
 from cism_lib.config import replace as cfg_replace
+from cism_lib.flags import add_dataclass_flags
 
 METHODS = ("cam", "cian", "cism")
 BACKBONES = ("resnet50", "efficientnet_lite0")
@@ -38,67 +38,42 @@ DEFAULT_DOC = Path("docs/benchmarks.md")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """What one bench run measures, and at which sizes."""
+    """What one bench run measures, and at which sizes (each comment is the flag's help)."""
 
-    device: str = "cpu"                              # cpu | cuda | cuda:N
-    size: int = 256                                  # square training / CAM / CRF image side
-    batch: int = 8                                   # pairs per training step (2 × images)
-    steps: int = 5                                   # timed steps; the median is reported
-    warmup: int = 2                                  # untimed steps before them
-    backbones: tuple[str, ...] = BACKBONES
-    methods: tuple[str, ...] = METHODS
-    with_data: bool = False                          # batches from pipeline.pair_dataset + DataLoader
+    device: str = "cpu"                              # cpu, cuda or cuda:N
+    size: int = 256                                  # image side for training, CAM and CRF measurements
+    batch: int = 8                                   # pairs per training step (images/s counts both of a pair)
+    steps: int = 5                                   # timed steps per measurement (median reported)
+    warmup: int = 2                                  # untimed warm-up steps before them
+    backbones: tuple[str, ...] = BACKBONES           # backbones to train
+    methods: tuple[str, ...] = METHODS               # methods to train (cam cian cism)
+    with_data: bool = False                          # feed training from SynthAerial pairs + a DataLoader
     workers: int = 0                                 # DataLoader workers with --with-data
     cam_images: int = 8                              # images per multi-scale CAM call
-    cam_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    cam_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)  # CAM scales (flip is always on)
     crf_images: int = 64                             # pseudo-masks made by each of single / pool
-    crf_size: int = 0                                # CRF image side; 0 = size
-    crf_workers: int = 0                             # pool size; 0 = all cores
-    synth_images: int = 16
-    synth_size: int = 256
-    pie_size: int = 512                              # image side of the PIE share measurement
+    crf_size: int = 0                                # CRF image side (0 = --size)
+    crf_workers: int = 0                             # CRF pool size (0 = all cores)
+    synth_images: int = 16                           # SynthAerial scenes rendered
+    synth_size: int = 256                            # SynthAerial image side
+    pie_size: int = 512                              # image side of the PIE-similarity share measurement
     pie_batch: int = 16                              # pairs per step there
-    pie_backbone: str = "resnet50"
-    flops_size: int = 512                            # image side of the FLOPs / MFU table
-    peak_tflops: float | None = None                 # device peak (dense bf16 on GPU) for MFU
-    threads: int = 0                                 # torch CPU threads; 0 = torch's default
+    pie_backbone: str = "resnet50"                   # backbone there
+    flops_size: int = 512                            # image side of the FLOPs/MFU table
+    peak_tflops: float | None = None                 # device peak TFLOP/s for MFU (H100/H200 dense bf16: 989)
+    threads: int = 0                                 # torch CPU threads (0 = default; 1 on a loaded machine)
     precisions: tuple[str, ...] = ("fp32", "bf16")   # measured side by side (bf16 = + channels_last)
     seg_batch: int = 4                               # images per DeepLab training step
-    depthwise_grad: str = "conv"                     # Lite0's depthwise backward (train.depthwise_grad)
-    compile: bool = False                            # one torch.compile row (compile time included)
-    quick: bool = False                              # a tiny run (tests, smoke)
-    seed: int = 0
+    depthwise_grad: str = "conv"                     # Lite0's depthwise backward on CPU: conv or aten
+    compile: bool = False                            # add one torch.compile row (first backbone, cam, bf16)
+    quick: bool = False                              # tiny run (resnet18, 64², 1 step) for tests
+    seed: int = 0                                    # seed of the random inputs
 
 
 QUICK = {"size": 64, "batch": 1, "steps": 1, "warmup": 1, "backbones": ("resnet18",),
          "cam_images": 1, "crf_images": 2, "crf_workers": 2, "synth_images": 2, "synth_size": 64,
          "pie_size": 64, "pie_batch": 1, "pie_backbone": "resnet18", "flops_size": 64, "threads": 1,
          "seg_batch": 1, "compile": False, "quick": True}
-
-HELP = {
-    "device": "cpu, cuda or cuda:N",
-    "size": "image side for training, CAM and CRF measurements",
-    "batch": "pairs per training step (images/s counts both images of a pair)",
-    "steps": "timed steps per measurement (median reported)",
-    "warmup": "untimed warm-up steps before them",
-    "backbones": "backbones to train", "methods": "methods to train (cam cian cism)",
-    "with_data": "feed training from the real pipeline (SynthAerial pairs + DataLoader)",
-    "workers": "DataLoader workers with --with-data",
-    "cam_images": "images per multi-scale CAM call", "cam_scales": "CAM scales (flip is always on)",
-    "crf_images": "pseudo-masks per CRF measurement", "crf_size": "CRF image side (0 = --size)", "crf_workers": "CRF pool size (0 = all cores)",
-    "synth_images": "SynthAerial scenes rendered", "synth_size": "SynthAerial image side",
-    "pie_size": "image side of the PIE-similarity share measurement",
-    "pie_batch": "pairs per step there", "pie_backbone": "backbone there",
-    "flops_size": "image side of the FLOPs/MFU table",
-    "peak_tflops": "peak TFLOP/s of the device (e.g. 989 for H100/H200 dense bf16) for MFU",
-    "threads": "torch CPU threads (0 = default); 1 is faster on a shared, loaded machine",
-    "precisions": "precisions measured side by side: fp32 (contiguous) and bf16 (autocast + channels_last)",
-    "seg_batch": "images per DeepLab training step",
-    "depthwise_grad": "how Lite0's depthwise convolutions backpropagate on CPU: conv (the library's default) or aten",
-    "compile": "add one torch.compile row (first backbone, cam, bf16)",
-    "quick": "tiny run (resnet18, 64², 1 step) for tests", "seed": "seed of the random inputs",
-}
-
 
 # ----------------------------------------------------------------------------- helpers
 def resolve(settings: BenchSettings) -> torch.device:
@@ -860,17 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     """An argparse parser with one flag per BenchSettings field (given flags only)."""
     p = argparse.ArgumentParser(prog="python -m cism_lib.bench", description=__doc__.splitlines()[0],
                                 argument_default=argparse.SUPPRESS)
-    hints = typing.get_type_hints(BenchSettings)
-    for f in fields(BenchSettings):
-        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
-        kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-        if hint is bool:
-            p.add_argument(flag, action="store_true", help=HELP[f.name])
-        elif typing.get_origin(hint) is tuple:
-            p.add_argument(flag, nargs="+", type=typing.get_args(hint)[0],
-                           help=f"{HELP[f.name]} (default {' '.join(map(str, f.default))})")
-        else:
-            p.add_argument(flag, type=kind, help=f"{HELP[f.name]} (default {f.default})")
+    add_dataclass_flags(p, BenchSettings, typed=True, kebab=True)
     p.add_argument("--out", type=Path, help=f"JSON file (default {DEFAULT_JSON}; "
                    "results/bench_quick.json with --quick)")
     p.add_argument("--doc", type=Path, help=f"Markdown file whose bench block is replaced "

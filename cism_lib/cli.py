@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import inspect
-import re
 import sys
-import typing
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from cism_lib.config import RunConfig, load_config
+from cism_lib.flags import add_dataclass_flags
 
 EPILOG = """examples:
   cism data synth --out data/synth --train 600 --val 200 --size 256 --seed 0
@@ -22,31 +19,9 @@ EPILOG = """examples:
 """
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """Help strings read from the trailing comments of a config dataclass's fields."""
-    helps = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=\s*.*?#\s*(.+)$", line)
-        if m:
-            helps[m.group(1)] = m.group(2).strip()
-    return helps
-
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One `--section.field` flag per RunConfig field (value parsed by the config's coercion)."""
-    hints = typing.get_type_hints(RunConfig)
-    for f in fields(RunConfig):
-        cls = hints[f.name]
-        if not is_dataclass(cls):
-            parser.add_argument(f"--{f.name}", dest=f"cfg:{f.name}", default=None, metavar="V",
-                                help=field_help(RunConfig).get(f.name, ""))
-            continue
-        group = parser.add_argument_group(f"{f.name} options ({cls.__name__})")
-        helps = field_help(cls)
-        for sub in fields(cls):
-            default = sub.default if sub.default is not sub.default_factory else None
-            group.add_argument(f"--{f.name}.{sub.name}", dest=f"cfg:{f.name}.{sub.name}", default=None,
-                               metavar="V", help=f"{helps.get(sub.name, '')} (default: {default})")
+    add_dataclass_flags(parser, RunConfig, dest="cfg:")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
