@@ -136,12 +136,9 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     if args.csv and lines:
         import pandas as pd
 
-        from cism_lib.runtime import write_text_atomic
+        from cism_lib.experiments import merge_lines
 
-        new = pd.concat(lines, ignore_index=True)
-        old = pd.read_csv(args.csv) if args.csv.is_file() else new.iloc[:0]
-        keep = old[~old.set_index(["run", "epoch"]).index.isin(new.set_index(["run", "epoch"]).index)]
-        write_text_atomic(args.csv, pd.concat([keep, new], ignore_index=True).to_csv(index=False))
+        merge_lines(pd.concat(lines, ignore_index=True), args.csv, key=("run", "epoch"))
         print(f"written: {args.csv}")
     if args.figure and curves:
         from cism_lib import viz

@@ -205,12 +205,16 @@ def _seed_note(df: pd.DataFrame) -> str:
             "twice the combined standard deviation of two rows with ≥ 2 seeds each.*")
 
 
+NUMERIC = re.compile(r"^[\d.,+\-–±/ ]*$")  # a cell of numbers: "23.4 ± 0.1", "+1.4", "0, 1", "– / –"
+
+
 def markdown_table(df: pd.DataFrame) -> str:
-    """A frame as a GitHub Markdown table (cells as they are; the first column left-aligned)."""
+    """A frame as a GitHub Markdown table: the first column and columns of text left-aligned,
+    columns of numbers right-aligned (cells as they are)."""
     cols = [str(c) for c in df.columns]
-    rows = [[str(v) for v in r] for r in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    align = ["---:" if i and all(NUMERIC.match(str(v)) for v in df[c]) else "---" for i, c in enumerate(df.columns)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)])
 
 
 def markdown(text: str) -> Any:

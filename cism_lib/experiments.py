@@ -334,7 +334,6 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     rows = [known[x] for x in labels] if labels else SCREEN
     base = screen_config(**overrides)
     path = output_dir("results", "isaid512") / "screen_runs.csv"
-    table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     records = []
     for seed, row in progress_bar([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
         cfg = _screen_row_config(row, seed, base, known, progress)
@@ -347,10 +346,7 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         budget = {"tiles": cfg.data.max_train, "epochs": cfg.train.epochs,
                   "cam_tiles": cfg.cam.max_train or cfg.data.max_train}
         records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget, **grads})
-        # keep the lines of other rows, seeds and budgets; this run's line replaces its own
-        done = pd.DataFrame(records)
-        old = table[~table["run"].isin(done["run"])] if len(table) else table
-        write_table(pd.concat([old, done], ignore_index=True), "screen_runs", "isaid512")
+        merge_lines(pd.DataFrame(records[-1:]), path, key=("run",))  # other rows, seeds and budgets stay
     return pd.DataFrame(records)
 
 
@@ -712,12 +708,24 @@ def compare_table2(ours: pd.DataFrame, report: str = "train") -> pd.DataFrame:
 
 def write_table(df: pd.DataFrame, name: str, profile: str) -> Path:
     """Write a table as results/[<profile>/]<name>.csv (fixed float format, no index)."""
-    path = output_dir("results", profile) / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_csv(df, output_dir("results", profile) / f"{name}.csv")
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """A results CSV, written atomically: fixed float format, no index."""
     from cism_lib.runtime import write_text_atomic
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, df.to_csv(index=False, float_format="%.4f"))
     return path
+
+
+def merge_lines(new: pd.DataFrame, path: Path, key: Sequence[str]) -> Path:
+    """Write `new` into the results CSV at `path`: its lines replace those with the same `key`
+    values, every other line stays (those another process wrote meanwhile too)."""
+    old = pd.read_csv(path) if path.is_file() else new.iloc[:0]
+    same = old.set_index(list(key)).index.isin(new.set_index(list(key)).index) if len(old) else []
+    return write_csv(pd.concat([old[~same] if len(old) else old, new], ignore_index=True), path)
 
 
 def styled(df: pd.DataFrame, digits: int = 1, caption: str | None = None) -> Any:
@@ -1214,7 +1222,7 @@ __all__ = [
     "PROFILES", "TABLES", "PLANS", "Row", "Plan", "repo_root", "current_profile", "profile_config",
     "experiment_config", "extra_real_root", "check_profile_data", "REAL_PROFILES", "output_dir",
     "row_config", "planned_rows", "run_rows", "per_class_iou",
-    "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table",
+    "summarise", "paper_table", "compare", "compare_table1", "compare_table2", "write_table", "write_csv", "merge_lines",
     "figure5_labels", "statistics_tables", "mcsg_examples", "mcsg_distribution", "read_history",
     "train_live", "cam_examples", "focus_class", "image_metrics", "image_iou", "present_classes",
     "inside_example", "explore", "FIGURES", "figure_runs", "run_configs", "metrics_frame", "prefer_gpu",

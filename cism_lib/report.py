@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cism_lib.display import cell
+from cism_lib.display import cell, markdown_table
 from cism_lib.experiments import paper_table, summarise, with_screen_budget
 from cism_lib.outputs import ROOT, output_dir
 
@@ -36,19 +36,6 @@ def results_csv(name: str, root: Path | None = None) -> pd.DataFrame:
     """A committed results table: `name` is a path under results/ without `.csv` (cpu profile)."""
     base = output_dir("results", "cpu") if root is None else Path(root) / "results"
     return pd.read_csv(base / f"{name}.csv")
-
-
-NUMERIC = re.compile(r"^[\d.,+\-–±/ ]*$")  # a cell of numbers: "23.4 ± 0.1", "+1.4", "0, 1", "– / –"
-
-
-def markdown(df: pd.DataFrame) -> str:
-    """A frame as a Markdown table: columns of numbers right-aligned, the others left-aligned."""
-    cols = [str(c) for c in df.columns]
-    align = ["---:" if i and all(NUMERIC.match(str(v)) for v in df[c]) else "---"
-             for i, c in enumerate(df.columns)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 def _pct(v: float, digits: int = 1) -> str:
@@ -332,7 +319,7 @@ def render(text: str, root: Path | None = None) -> str:
         name = m.group("name")
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r} (known: {', '.join(TABLES)})")
-        return m.group(1) + markdown(TABLES[name](root)) + m.group(4)
+        return m.group(1) + markdown_table(TABLES[name](root)) + "\n" + m.group(4)
     return BLOCK.sub(body, text)
 
 

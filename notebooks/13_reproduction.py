@@ -41,13 +41,13 @@ PROFILE
 # epoch, three seeds).
 
 # %%
-display.markdown(report.markdown(report.claims_table()))
+display.markdown(display.markdown_table(report.claims_table()))
 
 # %% [markdown]
 # The real tiles at the screening budget, beside the line of predicting background everywhere:
 
 # %%
-display.markdown(report.markdown(report.real_screen_table()))
+display.markdown(display.markdown_table(report.real_screen_table()))
 
 # %% [markdown]
 # ## Each component's gain: Tables 4-8
@@ -57,7 +57,7 @@ display.markdown(report.markdown(report.real_screen_table()))
 # rows to be more than an observation.
 
 # %%
-display.markdown(report.markdown(report.ablation_table()))
+display.markdown(display.markdown_table(report.ablation_table()))
 
 # %%
 display.markdown(report.reading())
@@ -66,7 +66,7 @@ display.markdown(report.reading())
 # Every row of Tables 4-8, the paper's mIoU beside ours:
 
 # %%
-display.markdown(report.markdown(report.ablation_rows_table()))
+display.markdown(display.markdown_table(report.ablation_rows_table()))
 
 # %% [markdown]
 # ## Data statistics and MCSG: Figures 5 and 6
@@ -75,7 +75,7 @@ display.markdown(report.markdown(report.ablation_rows_table()))
 # the paper gives Figure 5's shares in its text, Figure 6 as a drawing.
 
 # %%
-display.markdown(report.markdown(report.figures_table()))
+display.markdown(display.markdown_table(report.figures_table()))
 
 # %% [markdown]
 # What differs from the paper (backbone, data, schedule, hardware), what was hard and how each

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cism_lib import report
+from cism_lib import display, report
 from cism_lib.outputs import ROOT
 
 
@@ -32,7 +32,7 @@ def test_render_replaces_only_the_block_body_and_names_an_unknown_table(tmp_path
 
 def test_markdown_aligns_numbers_right_and_text_left() -> None:
     df = pd.DataFrame({"row": ["a", "b"], "mIoU": ["23.4 ± 0.1", "–"], "note": ["x", "1 seed"]})
-    assert report.markdown(df).splitlines()[:2] == ["| row | mIoU | note |", "|---|---:|---|"]
+    assert display.markdown_table(df).splitlines()[:2] == ["| row | mIoU | note |", "|---|---:|---|"]
 
 
 @pytest.mark.parametrize(("paper", "ours", "spread", "seeds", "expected"), [
