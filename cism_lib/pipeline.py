@@ -447,23 +447,35 @@ def run_all(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False,
     setup_cpu(cfg.threads)
     main = dist_info().is_main
     rd = run_dir(cfg)
+
+    def run(stage: str) -> dict[str, Any]:
+        if stage == "train":
+            return stage_train(cfg, rd, resume=resume, progress=progress)
+        _resume_generator(rd, stage)
+        return STAGE_FUNCS[stage](cfg, rd, progress=progress)
+
     # one writer per run folder; under torchrun rank 0 holds it for all ranks
     with folder_lock(rd) if main else contextlib.nullcontext():
         if main:
             write_run_record(cfg, rd)
-        for stage in pending_stages(cfg, rd, stages, force):
-            if not main and stage != "train":
-                continue  # under torchrun every rank trains; rank 0 alone runs the other stages
-            start = time.perf_counter()
-            if stage == "train":
-                info = stage_train(cfg, rd, resume=resume, progress=progress)
-            else:
-                _resume_generator(rd, stage)
-                info = STAGE_FUNCS[stage](cfg, rd, progress=progress)
-            if main:  # with its wall time, so a profile's cost can be split by stage (stage_seconds)
-                _keep_generator(rd, stage)
-                mark_done(rd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
+        # under torchrun every rank trains; rank 0 alone runs the other stages and writes markers
+        todo = [s for s in pending_stages(cfg, rd, stages, force) if main or s == "train"]
+        _run_stages(rd, todo, run, record=main, keep_generator=True)
     return rd
+
+
+def _run_stages(folder: Path, stages: Sequence[str], run: Callable[[str], dict[str, Any]], record: bool = True,
+                keep_generator: bool = False) -> None:
+    """The one stage loop of runs and chains: each stage in order, then (with `record`) the state
+    of torch's generator it left (`keep_generator`) and its marker with its wall time, so an
+    interrupted run resumes at the first stage without one and a profile's cost splits by stage."""
+    for stage in stages:
+        start = time.perf_counter()
+        info = run(stage)
+        if record:
+            if keep_generator:
+                _keep_generator(folder, stage)
+            mark_done(folder, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
 
 
 # ----------------------------------------------------------------------------- a trained run's chain
@@ -547,10 +559,8 @@ def run_chain(cfg: RunConfig, rd: Path, stages: Sequence[str] = CHAIN_STAGES, fo
     with folder_lock(rd):  # the chain writes the run's own cams/ too
         cd.mkdir(parents=True, exist_ok=True)
         save_config(cfg, RunFolder(cd).config)
-        for stage in [s for s in CHAIN_STAGES if s in stages and (force or not _chain_stage_done(cfg, cd, s))]:
-            start = time.perf_counter()
-            info = CHAIN_FUNCS[stage](cfg, rd, cd, progress)
-            mark_done(cd, stage, {**info, "seconds": round(time.perf_counter() - start, 1)})
+        todo = [s for s in CHAIN_STAGES if s in stages and (force or not _chain_stage_done(cfg, cd, s))]
+        _run_stages(cd, todo, lambda stage: CHAIN_FUNCS[stage](cfg, rd, cd, progress))
     return cd
 
 
