@@ -14,7 +14,7 @@ from scipy import ndimage
 from cism_lib.classes import ISAID, rgb_to_index
 from cism_lib.data import synthetic
 from cism_lib.data.synthetic import (default_root, generate, present_classes, render_item,
-                                     render_scene, sample_classes)
+                                     render_scene, sample_classes, writer)
 from cism_lib.errors import DataError
 
 
@@ -110,7 +110,7 @@ def test_generate_parallel_matches_serial(tmp_path):
 def test_regeneration_skipped_and_mismatch_raises(tmp_path, monkeypatch):
     out = generate(tmp_path / "s", 2, 1, size=48, seed=0, progress=False)
     calls = []
-    monkeypatch.setattr(synthetic, "_write_item", lambda task: calls.append(task))
+    monkeypatch.setattr(writer, "_write_item", lambda task: calls.append(task))
     assert generate(out, 2, 1, size=48, seed=0, progress=False) == out
     assert calls == []
     with pytest.raises(DataError, match="different parameters"):
@@ -124,7 +124,7 @@ def test_regeneration_skipped_and_mismatch_raises(tmp_path, monkeypatch):
 
 def test_default_root_does_not_depend_on_the_current_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("CISM_DATA_DIR", raising=False)
-    checkout = Path(synthetic.__file__).resolve().parents[2]
+    checkout = Path(synthetic.__file__).resolve().parents[3]  # <checkout>/cism_lib/data/synthetic/__init__.py
     here = default_root(256, 0, 600, 200)
     monkeypatch.chdir(tmp_path)
     assert default_root(256, 0, 600, 200) == here == checkout / "data" / "synth-256-s0-600-200"
@@ -135,20 +135,20 @@ def test_default_root_does_not_depend_on_the_current_folder(monkeypatch, tmp_pat
 
 
 def test_interrupted_generation_resumes(tmp_path, monkeypatch):
-    real = synthetic._write_item
+    real = writer._write_item
 
     def crash_after_first(task):
         if task[2] > 0:
             raise KeyboardInterrupt
         return real(task)
 
-    monkeypatch.setattr(synthetic, "_write_item", crash_after_first)
+    monkeypatch.setattr(writer, "_write_item", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path / "p", 3, 1, size=48, seed=0, progress=False)
     assert not (tmp_path / "p" / "synth.json").exists()
     with pytest.raises(DataError, match="different parameters"):
         generate(tmp_path / "p", 4, 1, size=48, seed=0, progress=False)
-    monkeypatch.setattr(synthetic, "_write_item", real)
+    monkeypatch.setattr(writer, "_write_item", real)
     out = generate(tmp_path / "p", 3, 1, size=48, seed=0, progress=False)
     assert json.loads((out / "synth.json").read_text())["counts"]["train"]["images"] == 3
     assert not (out / ".synth-partial.json").exists()
