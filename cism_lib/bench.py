@@ -3,6 +3,9 @@
 Every number of one run comes from the same process on the same device, so the ratios between
 rows (CISM/CAM images/s, pool/single CRF speed-up) are meaningful even where the absolute times
 are not. Run `python -m cism_lib.bench --help` for the options; docs/benchmarks.md explains them.
+Longer than ~500 lines because each measurement (training steps per backbone, method and
+precision, CAMs, the CRF pool, SynthAerial, PIE's share, FLOPs) is timed here, beside the others,
+and rendered into one table; none of it is library code.
 """
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The WSSS chain as stages: train → CAMs → eval CAMs → CRF pseudo-masks → segmentation; run records."""
+"""The WSSS chain as stages: train → CAMs → eval CAMs → CRF pseudo-masks → segmentation; run records.
+
+Longer than ~500 lines because a run's stages and a trained run's chain (the same stages after
+the classifier, with other CRF / DeepLab values) share their stage functions and their one loop
+(`_run_stages`); where outputs lie and what names a folder is runfolder.py's.
+"""
 from __future__ import annotations
 
 import contextlib

@@ -2,7 +2,9 @@
 
 Every function builds a `matplotlib.figure.Figure` directly (no pyplot state, works under the Agg
 backend and headless); `save_figure` writes PNGs (JPEGs for panels of images and CAMs) with a
-fixed dpi and no software/time metadata, so the same inputs give the same bytes.
+fixed dpi and no software/time metadata, so the same inputs give the same bytes. Longer than ~500
+lines because every figure of the notebooks is drawn here, one function each, over the shared
+`save_figure` and panel helpers.
 """
 from __future__ import annotations
 
