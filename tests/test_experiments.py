@@ -143,7 +143,7 @@ def test_run_rows_runs_the_plan_through_the_pipeline(monkeypatch: pytest.MonkeyP
         seen.append((cfg.model.method, cfg.train.seed, tuple(stages)))
         return _fake_run(tmp_path / f"{cfg.model.method}-{cfg.train.seed}", 0.1 * (cfg.train.seed + 1))
 
-    monkeypatch.setattr("cism_lib.pipeline.run_all", fake_run_all)
+    monkeypatch.setattr("cism_lib.experiments.runs.run_all", fake_run_all)
     df = ex.run_rows("table1", "cpu", progress=False)      # the cpu plan: seed 0 through the chain
     assert seen == [(m, 0, ex.CAM_STAGES) for m in ("cam", "cian", "cism")]
     seen.clear()

@@ -31,7 +31,7 @@ def _data_env(tmp_path, monkeypatch):
 
 def test_runs_of_worker_processes_are_bit_identical_to_runs_made_here(tmp_path, monkeypatch) -> None:
     jobs = [(_tiny(tmp_path, "pool", **{"model.method": m}), experiments.CAM_STAGES) for m in ("cam", "cism")]
-    monkeypatch.setattr(experiments, "profile_runs", lambda profile: jobs)
+    monkeypatch.setattr(experiments.runs, "profile_runs", lambda profile: jobs)
     lines: list[str] = []
     done = experiments.prepare_runs("smoke", 2, log=lines.append)
     assert sorted(done) == sorted(pipeline.run_dir(cfg) for cfg, _ in jobs)
@@ -47,7 +47,7 @@ def test_runs_of_worker_processes_are_bit_identical_to_runs_made_here(tmp_path, 
 
 def test_a_failed_run_stops_with_one_line_naming_its_folder(tmp_path, monkeypatch) -> None:
     bad = _tiny(tmp_path, "pool", **{"model.method": "cam", "model.weights": str(tmp_path / "missing.pth")})
-    monkeypatch.setattr(experiments, "profile_runs", lambda profile: [(bad, ("train",))])
+    monkeypatch.setattr(experiments.runs, "profile_runs", lambda profile: [(bad, ("train",))])
     with pytest.raises(CismError, match=rf"^{pipeline.run_dir(bad)}: .*missing\.pth"):
         experiments.prepare_runs("smoke", 2, log=lambda line: None)
 
@@ -64,10 +64,10 @@ def test_the_cpu_profile_runs_each_of_its_19_runs_once_chain_runs_first() -> Non
 
 
 def test_workers_are_the_cores_over_the_profile_threads(monkeypatch) -> None:
-    monkeypatch.setattr(experiments.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(experiments, "_cuda_available", lambda: False)
+    monkeypatch.setattr(experiments.runs.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(experiments.runs, "_cuda_available", lambda: False)
     assert (experiments.default_workers("cpu"), experiments.default_workers("smoke")) == (2, 1)
-    monkeypatch.setattr(experiments.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(experiments.runs.os, "cpu_count", lambda: 8)
     assert (experiments.default_workers("cpu"), experiments.default_workers("smoke")) == (8, 4)
 
 

@@ -119,7 +119,7 @@ def test_isaid512_table1_chain_end_to_end_on_tiny_tiles(tmp_path, monkeypatch) -
                                table_overrides={"table1": {**ex.FULL_BUDGET, "data.max_train": 6,
                                                            "cam.max_train": 3}})
     monkeypatch.setitem(ex.PLANS, "isaid512", plan)
-    monkeypatch.setattr(ex, "TABLES", {"table1": ex.TABLES["table1"]})
+    monkeypatch.setattr(ex.runs, "TABLES", {"table1": ex.TABLES["table1"]})  # what profile_runs reads
     lines: list[str] = []
     done = ex.prepare_runs("isaid512", 1, log=lines.append)
     assert lines[0] == "[isaid512] 2 runs in 1 processes of 1 thread(s)"

@@ -23,7 +23,8 @@ def tiles(tmp_path, monkeypatch):
     for split, n in (("train", 6), ("val", 3)):
         write_isaid_devkit(tmp_path / "isaid", split, n, 32, rng)
     monkeypatch.setenv(ex.ISAID_ENV, str(tmp_path / "isaid"))
-    monkeypatch.setattr(ex, "output_dir", lambda kind, profile: tmp_path / kind / profile)
+    for module in (ex, ex.screen):  # the CLI names the CSV through the package, run_screen writes it
+        monkeypatch.setattr(module, "output_dir", lambda kind, profile: tmp_path / kind / profile)
     return tmp_path
 
 
@@ -58,7 +59,7 @@ def test_unknown_row_is_named(tiles) -> None:
 
 
 def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(ex, "_load_profile", _tmp_runs(ex._load_profile, tiles))
+    monkeypatch.setattr(ex.screen, "_load_profile", _tmp_runs(ex._load_profile, tiles))  # for screen_config
     assert main(["screen", "--rows", "CAM", "--seeds", "0", "--tiles", "4"]) == 0
     df = ex.run_screen(["CISM"], seeds=(0,), progress=False, cam_sources=("slsc", "product"), **{"data.max_train": 4}, **TINY)
     assert len(df) == 1 and 0 <= df["cam_miou_val"].iloc[0] <= 1
@@ -112,7 +113,7 @@ def test_inside_cism_notebook_path_of_the_isaid512_profile_runs_on_real_tiles(ti
     matplotlib.use("Agg")
     from cism_lib import viz
 
-    monkeypatch.setattr(ex, "_load_profile", _tmp_runs(ex._load_profile, tiles))
+    monkeypatch.setattr(ex.profiles, "_load_profile", _tmp_runs(ex._load_profile, tiles))  # for experiment_config
     assert ex.extra_real_root("isaid512") is None          # the notebook takes the figure-run branch
     cfg = ex.figure_runs("figure7", "isaid512")["CISM +SLSC"]
     assert cfg.data.dataset == "isaid" and cfg.model.method == "cism"
