@@ -1,6 +1,6 @@
 """Where the repository's outputs go: results/ (CSV tables) and figures/, one folder per profile.
 
-A module of its own so that experiments.py (tables) and viz.py (figures) both use it without
+A module of its own so that experiments/ (tables) and viz.py (figures) both use it without
 importing each other.
 """
 from __future__ import annotations

@@ -75,6 +75,8 @@ SCREEN: list[Row] = [
     Row("CAM, 2 epochs", {"model.method": "cam", "train.epochs": 2}),
     # H2: λ set every 5 steps so that the auxiliary losses' backbone gradient is L_ml's in norm
     Row("CISM, gradient-balanced lambda", {**CISM, "train.lam_balance_every": 5}),
+    # IRN's practice: no gradient into the stem and the first three stages, BatchNorm statistics fixed
+    Row("CAM, frozen stem + 3 stages + BN", {"model.method": "cam", "train.frozen_stages": 3, "train.freeze_bn": True}),
 ]
 SCREEN_REF = "@screen:"  # a train.init_from value naming another screen row's checkpoint (same seed)
 
