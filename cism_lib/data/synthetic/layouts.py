@@ -16,6 +16,18 @@ _COURT_RGB = ((62, 128, 84), (52, 92, 150), (168, 92, 64), (70, 110, 70), (120, 
 
 
 # ----------------------------------------------------------------------------- background dressing
+def _paint_paved(cv: _Canvas, mat: np.ndarray, also_paved: np.ndarray | None = None) -> np.ndarray:
+    """Paint the ground, record roads and lots as pavement (with `also_paved`; open: the rest) and
+    mark them; returns where roads and lots lie."""
+    cv.paint(mat)
+    none = np.zeros((cv.size, cv.size), bool)
+    pave = cv.regions.get("road", none) | cv.regions.get("lot", none)
+    cv.regions.update(pavement=pave if also_paved is None else pave | also_paved, open=~pave)
+    _road_markings(cv)
+    _lot_markings(cv)
+    return pave
+
+
 def _road_markings(cv: _Canvas) -> None:
     """Dashed centre lines on every road."""
     for px, py, ang, width in cv.roads:
@@ -291,11 +303,7 @@ def _layout_urban(cv: _Canvas, classes: set[int]) -> None:
     for _ in range(n_lots):
         x, y = cv.random_point(None)
         cv.add_lot(mat, x, y, cv.theta, cv.u(60, 120), cv.u(40, 75))
-    cv.paint(mat)
-    pave = cv.regions.get("road", np.zeros((s, s), bool)) | cv.regions.get("lot", np.zeros((s, s), bool))
-    cv.regions.update(pavement=pave, open=~pave)
-    _road_markings(cv)
-    _lot_markings(cv)
+    pave = _paint_paved(cv, mat)
     _buildings(cv, int(rng.integers(25, 50)), ~pave, 12, 40)
     _round_roofs(cv, int(rng.integers(0, 3)), ~pave)
     _trees(cv, int(rng.integers(0, 6)), ~pave)
@@ -313,11 +321,7 @@ def _layout_sports(cv: _Canvas, classes: set[int]) -> None:
     if SV in classes or rng.random() < 0.3:
         x, y = cv.random_point(None)
         cv.add_lot(mat, x, y, cv.theta, cv.u(60, 100), cv.u(40, 60))
-    cv.paint(mat)
-    pave = cv.regions.get("road", np.zeros((s, s), bool)) | cv.regions.get("lot", np.zeros((s, s), bool))
-    cv.regions.update(pavement=pave, open=~pave)
-    _road_markings(cv)
-    _lot_markings(cv)
+    pave = _paint_paved(cv, mat)
     _buildings(cv, int(rng.integers(0, 6)), ~pave, 15, 45)
     _empty_lots(cv, int(rng.integers(0, 3)), ~pave)
     _trees(cv, int(rng.integers(3, 12)), ~pave)
@@ -383,11 +387,7 @@ def _layout_industrial(cv: _Canvas, classes: set[int]) -> None:
     if {LV, SV} & classes:
         x, y = cv.random_point(None)
         cv.add_lot(mat, x, y, cv.theta, cv.u(70, 120), cv.u(45, 70))
-    cv.paint(mat)
-    pave = cv.regions.get("road", np.zeros((s, s), bool)) | cv.regions.get("lot", np.zeros((s, s), bool))
-    cv.regions.update(pavement=pave | (mat == CONCRETE), open=~pave)
-    _road_markings(cv)
-    _lot_markings(cv)
+    pave = _paint_paved(cv, mat, also_paved=mat == CONCRETE)
     _buildings(cv, int(rng.integers(3, 8)), ~pave, 30, 70, "warehouse")
     _round_roofs(cv, int(rng.integers(1, 5)), ~pave)
     _containers(cv, int(rng.integers(0, 2)), ~pave)
