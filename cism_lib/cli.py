@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cism_lib.config import RunConfig, load_config
+from cism_lib.config import CAM_SOURCES, RunConfig, load_config
 from cism_lib.flags import add_dataclass_flags
 
 EPILOG = """examples:
@@ -149,6 +149,36 @@ def _cmd_curve(args: argparse.Namespace) -> None:
                  any(label.startswith(m) for label in curves)}
         fig = viz.learning_curves(curves, paper=marks)
         print(f"written: {viz.save_figure(fig, args.figure, args.profile)}")
+
+
+def _cmd_rescore(args: argparse.Namespace) -> None:
+    from cism_lib import pipeline
+    from cism_lib.config import load_config
+    from cism_lib.display import markdown_table
+    from cism_lib.errors import DataError
+    from cism_lib.runfolder import RunFolder, stage_done
+    from cism_lib.runtime import folder_lock
+
+    lines = []
+    for rd in args.run:
+        if not stage_done(rd, "train"):
+            raise DataError(f"{rd}: not a trained run (no finished train stage); rescoring needs its final weights")
+        cfg = load_config(RunFolder(rd).config)
+        with folder_lock(rd, wait=False):
+            summary = pipeline.score_cam_sources(cfg, rd, args.sources, progress=not args.quiet,
+                                                 scales=args.scales, keep_cams=False)
+        table = pipeline.rescore_lines(cfg, rd, summary, args.sources, args.scales)
+        print(f"{rd} ({pipeline.curve_label(cfg)}, seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
+        print(markdown_table(table[["source", "scales", "cam_miou_val", "cam_miou_train", "cam_threshold_val"]]
+                             .round(4)))
+        lines.append(table)
+    if args.csv and lines:
+        import pandas as pd
+
+        from cism_lib.experiments import merge_lines
+
+        merge_lines(pd.concat(lines, ignore_index=True), args.csv, key=("run", "source", "scales"))
+        print(f"written: {args.csv}")
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
@@ -295,6 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write the curves' lines (run, method, seed, epoch, scores, losses, protocol) to "
                     "FILE, replacing the lines of the same run and epoch (e.g. results/isaid512/curve_runs.csv)")
     cu.set_defaults(func=_cmd_curve)
+    rs = sub.add_parser("rescore", help="a trained run's CAMs made another way, without retraining",
+                        description="CAMs of both splits from the run's final weights with another CAM source "
+                        "and/or other test-time scales, each split scored with the threshold chosen on the other "
+                        "(the run's protocol otherwise), into <run>/metrics/cam_<variant>_<split>.json.")
+    rs.add_argument("run", type=Path, nargs="+", help="trained run folders")
+    rs.add_argument("--sources", nargs="+", default=["classifier"], choices=CAM_SOURCES, metavar="SOURCE",
+                    help=f"what the CAM is made from, of {', '.join(CAM_SOURCES)}: W_c (the run's own), the "
+                    "separate SLSC scorer, their product, or CISM's class-specific weighting M ⊙ S of Eq. 14 "
+                    "(default: classifier)")
+    rs.add_argument("--scales", nargs="+", type=float, default=None, metavar="S",
+                    help="test-time scales instead of the run's own (e.g. 0.5 0.75 1.0); flip as the run's")
+    rs.add_argument("--quiet", action="store_true", help="no progress bars")
+    rs.add_argument("--csv", type=Path, default=None, metavar="FILE",
+                    help="also write one line per run and source (protocol, scores, machine) to FILE, replacing "
+                    "the lines of the same run, source and scales (e.g. results/isaid512/rescore_runs.csv)")
+    rs.set_defaults(func=_cmd_rescore)
     r = sub.add_parser("runs", help="table of finished runs")
     r.add_argument("dir", nargs="?", default="runs", type=Path)
     r.set_defaults(func=_cmd_runs)

@@ -119,6 +119,12 @@ class TrainConfig:
     tensorboard: bool = False
 
 
+# What a classifier's CAM is made from (CISMNet.cam): W_c (the paper's), the separate SLSC
+# scorer, their product (ReCAM's final CAMs), or CISM's class-specific weighting M ⊙ S of Eq. 14
+# with the image as its own reference.
+CAM_SOURCES = ("classifier", "slsc", "product", "specific")
+
+
 @dataclass(frozen=True)
 class CamConfig:
     """Multi-scale CAM inference and background threshold selection."""

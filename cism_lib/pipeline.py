@@ -302,33 +302,85 @@ def curve_label(cfg: RunConfig) -> str:
     return label + (f", aux losses from epoch {cfg.train.aux_from_epoch}" if cfg.train.aux_from_epoch > 1 else "")
 
 
-def curve_lines(cfg: RunConfig, rd: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """A score_curve table as results lines: the run, its curve label, seed and length, the
-    protocol of every figure, and the machine and precision it ran with."""
+def _line_head(cfg: RunConfig, rd: Path) -> dict[str, Any]:
+    """What every results line of a run starts with: the run, its curve label, seed and length,
+    the scoring protocol, and the machine and precision it ran with."""
     versions = RunFolder(rd).versions
     record = json.loads(versions.read_text()) if versions.is_file() else {}
     train, val = _eval_splits(cfg)
-    head = {"run": rd.name, "method": curve_label(cfg), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+    return {"run": rd.name, "method": curve_label(cfg), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
             "train_images": cfg.data.max_train, "threshold_images": cfg.cam.max_train,
             "protocol": f"{val} scored with the threshold chosen on {train} and vice versa; scales "
                         f"{'/'.join(map(str, cfg.cam.scales))}{' + flip' if cfg.cam.flip else ''}, no CRF",
             "precision": record.get("precision"), "threads": record.get("torch_threads"), "cpu": record.get("cpu")}
+
+
+def curve_lines(cfg: RunConfig, rd: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """A score_curve table as results lines, each headed by the run's _line_head."""
+    head = _line_head(cfg, rd)
     return table.assign(**head)[list(head) + list(table.columns)]
 
 
+def cam_variant(source: str, scales: Sequence[float] | None = None) -> str:
+    """A rescoring's name: the CAM source (CISMNet.cam_source), and the test-time scales where
+    they are not the run's own (`classifier_scales0.5-0.75-1`)."""
+    return source if scales is None else f"{source}_scales{'-'.join(f'{float(s):g}' for s in scales)}"
+
+
 def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc", "product"),
-                      progress: bool = True) -> dict[str, Any]:
-    """CAMs of a trained run from other weights than W_c (CISMNet.cam_source; hypothesis 1 of
-    the CISM issue), under the run's protocol: CAMs of both splits into `<run>/cams_<source>/`,
-    each split scored with the threshold chosen on the other, metrics/cam_<source>_<split>.json.
-    Returns {f"cam_miou_<split>_<source>": ...}; needs the separate SLSC scorer."""
+                      progress: bool = True, scales: Sequence[float] | None = None,
+                      keep_cams: bool = True) -> dict[str, Any]:
+    """A trained run's CAMs made another way than its own, under the run's protocol otherwise.
+
+    Each source (CISMNet.cam_source: other weights than W_c, hypothesis 1 of the CISM issue, or
+    the class-specific weighting of Eq. 14) at the run's test-time scales, or at `scales`: CAMs
+    of both splits into `<run>/cams_<variant>/` (removed once scored unless `keep_cams`), each
+    split scored with the threshold chosen on the other, metrics/cam_<variant>_<split>.json
+    (variant: cam_variant). Returns {f"cam_<score>_<split>_<variant>": ...} for mIoU, OA and
+    the threshold. The weights are the run's last epoch's; nothing is retrained.
+    """
+    import shutil
+
     folder = RunFolder(rd)
+    scored = cfg if scales is None else replace(cfg, **{"cam.scales": tuple(float(s) for s in scales)})
     summary: dict[str, Any] = {}
     for source in sources:
-        _make_split_cams(cfg, folder.checkpoint, folder.cams(source=source), progress, source=source)
-        scores = _score_split_cams(cfg, folder, progress, source=source, protocol={"cam_source": source})
-        summary.update({f"cam_miou_{split}_{source}": scores[f"cam_miou_{split}"] for split in _eval_splits(cfg)})
+        variant = cam_variant(source, scales)
+        if variant == "classifier":
+            raise ConfigError("the run's own CAMs (source classifier at the run's scales) are scored by its "
+                              "eval stage; give another source or --scales")
+        if not folder.metrics(f"cam_{variant}_{_eval_splits(cfg)[1]}").is_file():
+            _make_split_cams(scored, folder.checkpoint, folder.cams(source=variant), progress, source=source)
+            _score_split_cams(scored, folder, progress, source=variant,
+                              protocol={"cam_source": source, "weights": "the run's last epoch"})
+        if not keep_cams and folder.cams(source=variant).is_dir():
+            shutil.rmtree(folder.cams(source=variant))
+        for split in _eval_splits(cfg):
+            m = json.loads(folder.metrics(f"cam_{variant}_{split}").read_text())
+            summary.update({f"cam_miou_{split}_{variant}": m["miou"], f"cam_oa_{split}_{variant}": m["oa"],
+                            f"cam_threshold_{split}_{variant}": m["protocol"]["threshold"]})
     return summary
+
+
+def rescore_lines(cfg: RunConfig, rd: Path, summary: dict[str, Any], sources: Sequence[str],
+                  scales: Sequence[float] | None = None) -> pd.DataFrame:
+    """A score_cam_sources summary as results lines, one per source, headed by the run's
+    _line_head with the protocol of the rescoring (its source and scales)."""
+    import pandas as pd
+
+    train, val = _eval_splits(cfg)
+    used = tuple(float(s) for s in (scales or cfg.cam.scales))
+    rows = []
+    for source in sources:
+        variant = cam_variant(source, scales)
+        head = _line_head(cfg, rd)
+        head["protocol"] = (f"{val} scored with the threshold chosen on {train} and vice versa; CAM source "
+                            f"{source}, scales {'/'.join(f'{s:g}' for s in used)}"
+                            f"{' + flip' if cfg.cam.flip else ''}, no CRF")
+        scores = {f"cam_{what}_{split}": summary[f"cam_{what}_{split}_{variant}"]
+                  for split in (train, val) for what in ("miou", "oa", "threshold")}
+        rows.append({**head, "source": source, "scales": "/".join(f"{s:g}" for s in used), **scores})
+    return pd.DataFrame(rows)
 
 
 def stage_pseudo(cfg: RunConfig, rd: Path, progress: bool = True) -> dict[str, Any]:

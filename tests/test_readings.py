@@ -282,6 +282,33 @@ def test_cam_sources_score_the_features_with_wc_the_scorer_or_their_product() ->
         literal.cam(images)
 
 
+@pytest.mark.parametrize("pv, pie", [(True, True), (True, False), (False, False)])
+def test_specific_cam_is_the_eq14_weighting_of_an_image_paired_with_itself(pv, pie) -> None:
+    from cism_lib.errors import ConfigError
+    from cism_lib.models.slsc import normalise_cam
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", weights=None, proto_dim=8, use_pv=pv, use_pie=pie)
+    model = build_model(cfg, 3).eval()
+    images = pair_batch(2)["image_q"]
+    keep: dict = {}
+    with torch.no_grad():
+        out = model(images, images, keep=keep)  # the training path, the image as its own reference
+        model.cam_source = "specific"
+        got = model.cam(images)
+    assert got.shape == out["cam_q"].shape
+    assert torch.allclose(got, keep["mask_q"], atol=1e-6)
+    m = normalise_cam(out["cam_q"])
+    if pv:  # M weighted by a similarity in [0, 1]: never above M, below it somewhere
+        assert (got <= m + 1e-6).all() and (got < m - 1e-3).any()
+    else:  # without prototypes Eq. 14's weighting is M itself
+        assert torch.allclose(got, m, atol=1e-6)
+    plain = build_model(replace(cfg, method="cam"), 3).eval()
+    plain.cam_source = "specific"
+    with pytest.raises(ConfigError, match="cam source 'specific' is CISM's"):
+        plain.cam(images)
+
+
 def test_balanced_ratio_is_the_ratio_of_the_backbone_gradient_norms() -> None:
     from cism_lib.engine import balanced_ratio
 

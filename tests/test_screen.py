@@ -122,3 +122,29 @@ def test_inside_cism_notebook_path_of_the_isaid512_profile_runs_on_real_tiles(ti
     for draw in ("inside_cams", "inside_prototypes", "inside_matching", "inside_similarity", "inside_scores"):
         fig = getattr(viz, draw)(example)
         assert fig.axes, draw
+
+
+def test_rescore_remakes_a_runs_cams_at_other_scales_and_its_own_scales_reproduce_its_eval(tiles, monkeypatch,
+                                                                                          capsys) -> None:
+    monkeypatch.setattr(ex.screen, "_load_profile", _tmp_runs(ex._load_profile, tiles))
+    df = ex.run_screen(["CAM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)
+    rd = tiles / "runs" / df["run"].iloc[0]
+    own = json.loads((rd / "metrics.json").read_text())
+    csv = tiles / "rescore.csv"
+    assert main(["rescore", str(rd), "--scales", "1.0", "--quiet", "--csv", str(csv)]) == 0
+    assert main(["rescore", str(rd), "--scales", "0.5", "1.0", "--quiet", "--csv", str(csv)]) == 0
+    assert main(["rescore", str(rd), "--scales", "1.0", "--quiet", "--csv", str(csv)]) == 0  # replaces its line
+    lines = pd.read_csv(csv).set_index("scales")
+    assert sorted(lines.index) == ["0.5/1", "1"] and set(lines["source"]) == {"classifier"}
+    # the run's own scales (1.0, no flip) made again: its eval stage's figures exactly
+    for key in ("cam_miou_val", "cam_miou_train", "cam_threshold_val", "cam_oa_val"):
+        assert lines.loc["1", key] == pytest.approx(own[key], abs=1e-4), key
+    meta = json.loads((rd / "metrics" / "cam_classifier_scales0.5-1_val.json").read_text())["protocol"]
+    assert meta["scales"] == [0.5, 1.0] and meta["cam_source"] == "classifier" and meta["threshold_selected_on"] == "train"
+    assert not (rd / "cams_classifier_scales0.5-1").exists()       # CAM files go once scored
+    assert "scales 0.5/1, no CRF" in lines.loc["0.5/1", "protocol"] and lines.loc["0.5/1", "seed"] == 0
+    capsys.readouterr()
+    assert main(["rescore", str(rd), "--quiet"]) == 2                # the run's own CAMs: nothing to rescore
+    assert "scored by its eval stage" in capsys.readouterr().err
+    assert main(["rescore", str(tiles), "--scales", "1.0"]) == 2      # not a run
+    assert "not a trained run" in capsys.readouterr().err

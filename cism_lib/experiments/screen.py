@@ -57,7 +57,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         grads = {k: last[k].item() for k in last.columns if k.startswith("grad_")}
         m = cfg.model
         if cam_sources and m.method == "cism" and m.use_slsc and m.sl_scorer == "separate":
-            grads.update(score_cam_sources(cfg, rd, sources=cam_sources, progress=progress))
+            scores = score_cam_sources(cfg, rd, sources=cam_sources, progress=progress)
+            grads.update({k: v for k, v in scores.items() if k.startswith("cam_miou_")})
         budget = {"tiles": cfg.data.max_train, "epochs": cfg.train.epochs,
                   "cam_tiles": cfg.cam.max_train or cfg.data.max_train}
         records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget, **grads})

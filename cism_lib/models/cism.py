@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cism_lib.config import ModelConfig
+from cism_lib.config import CAM_SOURCES, ModelConfig
 from cism_lib.errors import ConfigError
 from cism_lib.models.backbones import build_backbone
 from cism_lib.models.cian import CrossImageAffinity
@@ -18,8 +18,6 @@ from cism_lib.models.prototypes import (PrototypeGenerator, gate_map, high_confi
 from cism_lib.models.slsc import (normalise_cam, pixel_confidence, prototype_similarity,
                                   secondary_scores)
 
-# What CISMNet.cam scores the features with: W_c, the separate SLSC scorer, or their product.
-CAM_SOURCES = ("classifier", "slsc", "product")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -177,6 +175,8 @@ class CISMNet(nn.Module):
             return torch.relu(self.classifier(feats))
         if self.cam_source not in CAM_SOURCES:
             raise ConfigError(f"cam source must be one of {CAM_SOURCES}, got {self.cam_source!r}")
+        if self.cam_source == "specific":
+            return self._specific_cam(feats)
         if self.sl_classifier is None:
             raise ConfigError(f"cam source {self.cam_source!r} needs the separate SLSC scorer "
                               "(model.use_slsc with sl_scorer: separate)")
@@ -184,6 +184,26 @@ class CISMNet(nn.Module):
         if self.cam_source == "product":
             weight = weight * self.classifier.weight
         return torch.relu(F.conv2d(feats, weight))
+
+    def _specific_cam(self, feats: torch.Tensor) -> torch.Tensor:
+        """M ⊙ S of Eq. 14 [B,K,h,w]: W_c's normalised CAM weighted by each pixel's similarity to
+        the class prototypes, the image its own reference (PIE enhances them with itself); M alone
+        without PV. The CISM heads' precision: fp32."""
+        if self.cfg.method != "cism":
+            raise ConfigError("cam source 'specific' is CISM's class-specific weighting (Eq. 14); "
+                              f"this run's method is {self.cfg.method}")
+        kind = feats.device.type
+        with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext():
+            f = _full(feats)
+            cam = self.classifier(f)
+            e = self.prototype(f) if self.prototype else f
+            x = a = None
+            if self.interaction is not None:
+                x, _ = self.interaction(e, e)
+                a, _ = matching_maps(x, x, self.cfg.pie_norm, self.cfg.sim_centre)
+            keep: dict[str, torch.Tensor] = {}
+            self._slsc(f, cam, e, (cam, x, a), keep)
+            return keep["mask"]
 
     def param_groups(self, lr: float, backbone_lr_mult: float) -> list[dict]:
         """Optimizer groups: the pretrained backbone at lr × mult, every new layer at lr."""
