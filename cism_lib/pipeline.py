@@ -215,7 +215,9 @@ def _make_split_cams(cfg: RunConfig, checkpoint: Path, cam_root: Path, progress:
     `cam_root/<split>/`, files already there kept; {split: (images, files written)}."""
     from cism_lib.cam import make_cams
     from cism_lib.engine import load_classifier
+    from cism_lib.runtime import setup_cpu
 
+    setup_cpu(cfg.threads)  # the threads and allocator of the run, also outside run_all (cism curve, rescore)
     device = run_device(cfg)
     model = load_classifier(cfg, num_foreground(cfg), checkpoint, device)
     if source is not None:
