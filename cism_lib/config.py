@@ -36,6 +36,10 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.7, 1.3)
     color_jitter: float = 0.3
     min_pixels: int = 1                 # a class counts as present with at least this many pixels
+    # How a query's reference is drawn: any (uniformly among the images sharing any of its classes)
+    # | class (MCIS: one of its classes uniformly, then an image holding that class), which makes a
+    # rare class common to the pair far more often (data.pairs.shared_class_chance)
+    pair_sampling: str = "any"
     mcsg: bool = False                  # Multi-Category Sample Generation (section 3.3)
     mcsg_max_categories: int = 3        # low-category group: <= this many classes
     mcsg_prob: float | None = None      # P(low-category query → mosaic); None: one mosaic per batch
@@ -118,6 +122,9 @@ class TrainConfig:
     sync_bn: bool = False
     tensorboard: bool = False
 
+
+# How a query's reference is drawn (data.pairs.PairDataset).
+PAIR_SAMPLING = ("any", "class")
 
 # What a classifier's CAM is made from (CISMNet.cam): W_c (the paper's), the separate SLSC
 # scorer, their product (ReCAM's final CAMs), or CISM's class-specific weighting M ⊙ S of Eq. 14
@@ -283,7 +290,8 @@ def validate(cfg: Any, where: str = "config") -> None:
     if isinstance(cfg, DataConfig):
         checks[DataConfig] = [(cfg.dataset in ("synthetic", "isaid", "voc"),
                                "dataset must be synthetic, isaid or voc"),
-                              (cfg.crop_mode in ("crop", "fit"), "crop_mode must be crop or fit")]
+                              (cfg.crop_mode in ("crop", "fit"), "crop_mode must be crop or fit"),
+                              (cfg.pair_sampling in PAIR_SAMPLING, f"pair_sampling must be one of {PAIR_SAMPLING}")]
     if isinstance(cfg, ModelConfig):
         checks[ModelConfig] = [
             (cfg.method in ("cam", "cian", "cism"), "method must be cam, cian or cism"),

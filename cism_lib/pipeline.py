@@ -98,7 +98,7 @@ def pair_dataset(cfg: RunConfig, progress: bool = True):
 
         mcsg = MCSG(base.labels, max_categories=d.mcsg_max_categories, prob=d.mcsg_prob,
                     batch_size=cfg.train.batch_size)  # per process under DDP
-    return PairDataset(base, tf, seed=cfg.train.seed, mcsg=mcsg)
+    return PairDataset(base, tf, seed=cfg.train.seed, mcsg=mcsg, sampling=d.pair_sampling)
 
 
 # ----------------------------------------------------------------------------- run records

@@ -68,6 +68,15 @@ def test_pairs_mosaics_and_single_images_read_no_mask(no_masks) -> None:
     assert single[0]["image_q"].shape == (3, 32, 32)
 
 
+def test_class_first_pairs_read_no_mask(no_masks) -> None:
+    from cism_lib.config import replace
+
+    pairs = pipeline.pair_dataset(replace(no_masks, **{"data.pair_sampling": "class"}), progress=False)
+    assert pairs.sampling == "class"
+    items = [pairs[i] for i in range(len(pairs))]
+    assert all((item["label_co"] > 0).any() for item in items)
+
+
 def test_mosaic_label_is_the_union_of_its_tiles_labels(no_masks) -> None:
     base = pipeline.open_split(no_masks, "train")
     mcsg = MCSG(base.labels, max_categories=15, prob=1.0)

@@ -148,3 +148,20 @@ def test_rescore_remakes_a_runs_cams_at_other_scales_and_its_own_scales_reproduc
     assert "scored by its eval stage" in capsys.readouterr().err
     assert main(["rescore", str(tiles), "--scales", "1.0"]) == 2      # not a run
     assert "not a trained run" in capsys.readouterr().err
+
+
+def test_a_screen_line_names_the_flags_it_ran_with_and_the_summary_keeps_them_apart() -> None:
+    from cism_lib.experiments.screen import screen_flags
+
+    given = {"data.max_train": 2300, "train.epochs": 2, "cam.max_train": 300, "threads": 1,
+             "train.curve_epochs": (1,), "train.aux_from_epoch": 2, "model.eta": 0.1}
+    assert screen_flags(given) == "model.eta=0.1; train.aux_from_epoch=2"  # budget and scoring-only left out
+    assert screen_flags({"cam.scales": (0.5, 1.0)}) == "cam.scales=0.5,1.0"
+    base = {"table": "screen", "row": "CISM", "tiles": 2300, "epochs": 2, "cam_tiles": 300,
+            "cam_miou_train": 0.2, "all_background_miou_val": 0.05}
+    runs = pd.DataFrame([{**base, "seed": 0, "cam_miou_val": 0.18, "flags": "train.aux_from_epoch=2"},
+                         {**base, "seed": 1, "cam_miou_val": 0.16, "flags": "train.aux_from_epoch=2"},
+                         {**base, "seed": 0, "cam_miou_val": 0.14, "flags": None}])  # a line from before flags
+    summary = ex.screen_summary(runs).set_index("row")
+    assert list(summary.index) == ["CISM", "CISM [train.aux_from_epoch=2]"]
+    assert summary.loc["CISM [train.aux_from_epoch=2]", "seeds"] == "0, 1" and summary.loc["CISM", "seeds"] == "0"

@@ -6,7 +6,10 @@ Sampling rules:
   in `PairDataset.excluded`. Item i is the i-th kept image (`query_index[i]`), so item i is base
   sample i whenever nothing is excluded.
 - The reference is drawn uniformly from the *other* images sharing at least one class with the
-  query. A query whose classes occur in no other image is paired with itself (its ids are in
+  query (sampling "any"), or, as MCIS does (sampling "class"), one of the query's classes that
+  another image holds is drawn uniformly first and then an image holding it: a query's rare
+  class is then common to the pair far more often (`shared_class_chance`). A query whose
+  classes occur in no other image is paired with itself (its ids are in
   `PairDataset.self_paired`), so `label_co` is never all zero.
 - All randomness of item i in epoch e comes from `np.random.default_rng([seed, e, i])`: the
   pair and the augmentation are identical for any number of DataLoader workers and under DDP,
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cism_lib.config import PAIR_SAMPLING
 from cism_lib.data.mcsg import MCSG
 
 Transform = Callable[[np.ndarray, None, np.random.Generator], tuple[torch.Tensor, None]]
@@ -82,9 +86,11 @@ class PairDataset(_Indexed):
     """Pairs (query, reference) sharing at least one class; optionally MCSG mosaics as queries."""
 
     def __init__(self, base: Any, transform: Transform, seed: int = 0,
-                 mcsg: MCSG | None = None) -> None:
+                 mcsg: MCSG | None = None, sampling: str = "any") -> None:
         super().__init__(base, transform, seed)
-        self.mcsg = mcsg
+        if sampling not in PAIR_SAMPLING:
+            raise ValueError(f"pair sampling must be one of {PAIR_SAMPLING}, got {sampling!r}")
+        self.mcsg, self.sampling = mcsg, sampling
         # Per-class membership, bool [K, N] (row k = images containing class k): the union of a
         # query's rows is its candidate set in one vectorised OR.
         self.class_members = np.ascontiguousarray(self.labels.T)
@@ -94,7 +100,7 @@ class PairDataset(_Indexed):
 
     def reference_for(self, label: np.ndarray, exclude: Sequence[int],
                       rng: np.random.Generator) -> int:
-        """A base index drawn uniformly among images sharing a class with `label`, not in `exclude`.
+        """A base index sharing a class with `label`, not in `exclude`, drawn as `sampling` says.
 
         When every such image is excluded (a query whose classes occur nowhere else), the first
         of them is returned: the query is paired with itself (or a mosaic with one of its tiles).
@@ -102,12 +108,19 @@ class PairDataset(_Indexed):
         classes = np.flatnonzero(label)
         if len(classes) == 0:
             raise ValueError("reference_for: an empty label shares no class with any image")
-        shares = self.class_members[classes].any(axis=0)
-        candidates = np.flatnonzero(shares)
-        shares[np.asarray(exclude, dtype=np.int64)] = False
-        others = np.flatnonzero(shares)
-        if len(others) == 0:
-            return int(candidates[0])
+        holders = self.class_members[classes]  # [classes of the query, N]
+        candidates = np.flatnonzero(holders.any(axis=0))
+        holders = holders.copy()
+        holders[:, np.asarray(exclude, dtype=np.int64)] = False
+        if self.sampling == "class":
+            usable = holders[holders.any(axis=1)]
+            if len(usable) == 0:
+                return int(candidates[0])
+            others = np.flatnonzero(usable[rng.integers(len(usable))])
+        else:
+            others = np.flatnonzero(holders.any(axis=0))
+            if len(others) == 0:
+                return int(candidates[0])
         return int(others[rng.integers(len(others))])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -141,4 +154,33 @@ class SingleDataset(_Indexed):
                 "id_q": self.base.ids[q]}
 
 
-__all__ = ["PairDataset", "SingleDataset", "pair_label_sets"]
+def shared_class_chance(labels: np.ndarray, sampling: str = "any") -> np.ndarray:
+    """Per class k, the chance that a query's reference also holds k when the query does (the
+    mean over the queries holding k), computed exactly from the image-level labels [N, K] for
+    a PairDataset without MCSG; NaN for a class no image holds. The slow, exact counterpart of
+    `reference_for`'s draws."""
+    labels = np.asarray(labels, dtype=bool)
+    n, k = labels.shape
+    chance = np.zeros(k)
+    count = np.zeros(k)
+    for q in np.flatnonzero(labels.any(axis=1)):
+        others = np.ones(n, dtype=bool)
+        others[q] = False
+        holders = labels[:, labels[q]].T & others  # [classes of q, N]
+        if not holders.any():  # paired with itself: every class of q is common to the pair
+            chance[labels[q]] += 1
+            count[labels[q]] += 1
+            continue
+        if sampling == "class":
+            usable = holders[holders.any(axis=1)]
+            # P(reference = i): a usable class uniformly, then one of its holders uniformly
+            p_ref = (usable / usable.sum(axis=1, keepdims=True)).mean(axis=0)
+        else:
+            pool = holders.any(axis=0)
+            p_ref = pool / pool.sum()
+        chance[labels[q]] += p_ref @ labels[:, labels[q]]
+        count[labels[q]] += 1
+    return np.where(count > 0, chance / np.maximum(count, 1), np.nan)
+
+
+__all__ = ["PairDataset", "SingleDataset", "pair_label_sets", "shared_class_chance"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from cism_lib.config import RunConfig, replace
+from cism_lib.config import SCORING_ONLY, RunConfig, replace
 from cism_lib.display import cell
 from cism_lib.errors import ConfigError, DataError
 from cism_lib.experiments.profiles import CAM_STAGES, SCREEN_BUDGET, _load_profile, isaid_root, row_config
@@ -29,6 +29,24 @@ def screen_config(**overrides: Any) -> RunConfig:
         raise ConfigError(f"{ISAID_ENV}={root or '<unset>'}: the real-tile screen needs the iSAID patch "
                           "folder (with train/ and val/) named by this environment variable")
     return replace(_load_profile("isaid512"), **{**SCREEN_BUDGET, "data.root": str(root), **overrides})
+
+
+# Values a screen line has columns for (its budget and threads); any other flag given to the screen
+# is written in the line's `flags` (scoring-only ones left out: they change no weight).
+_BUDGET_KEYS = ("data.max_train", "train.epochs", "cam.max_train", "threads")
+
+
+def screen_flags(overrides: Mapping[str, Any]) -> str:
+    """The flags a screen ran its rows with beyond their budget, as `key=value; ...` (sorted)."""
+    def text(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+    return "; ".join(f"{k}={text(v)}" for k, v in sorted(overrides.items())
+                     if k not in _BUDGET_KEYS and k not in SCORING_ONLY)
+
+
+def screen_row_name(label: str, flags: Any) -> str:
+    """A screen row as the summaries show it: its label, and the flags it ran with in brackets."""
+    return f"{label} [{flags}]" if isinstance(flags, str) and flags else label
 
 
 def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1), progress: bool = True,
@@ -61,7 +79,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
             grads.update({k: v for k, v in scores.items() if k.startswith("cam_miou_")})
         budget = {"tiles": cfg.data.max_train, "epochs": cfg.train.epochs,
                   "cam_tiles": cfg.cam.max_train or cfg.data.max_train}
-        records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget, **grads})
+        records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget,
+                        "flags": screen_flags(overrides), **grads})
         merge_lines(pd.DataFrame(records[-1:]), path, key=("run",))  # other rows, seeds and budgets stay
     return pd.DataFrame(records)
 
@@ -96,6 +115,7 @@ def with_screen_budget(runs: pd.DataFrame) -> pd.DataFrame:
     for key, default in (("tiles", SCREEN_BUDGET["data.max_train"]), ("epochs", SCREEN_BUDGET["train.epochs"])):
         runs[key] = (runs[key] if key in runs.columns else pd.Series(math.nan, index=runs.index)).fillna(default)
     runs["cam_tiles"] = (runs["cam_tiles"] if "cam_tiles" in runs.columns else runs["tiles"]).fillna(runs["tiles"])
+    runs["flags"] = (runs["flags"] if "flags" in runs.columns else pd.Series("", index=runs.index)).fillna("")
     return runs
 
 
@@ -112,7 +132,7 @@ def screen_per_class(runs: pd.DataFrame, root: Path | str = ".") -> pd.DataFrame
             raise DataError(f"{metrics}: no val CAM metrics for screen run {r['run']} (made in another checkout?)")
         m = json.loads(metrics.read_text())
         epochs = train_history(rd)
-        line: dict[str, Any] = {"row": r["row"], "seed": int(r["seed"]),
+        line: dict[str, Any] = {"row": screen_row_name(r["row"], r["flags"]), "seed": int(r["seed"]),
                                 "tiles × epochs": f"{int(r['tiles'])} × {int(r['epochs'])}",
                                 "val mIoU": round(100 * m["miou"], 1),
                                 "L_ml": round(epochs[-1]["ml"], 3) if epochs and "ml" in epochs[-1] else math.nan}
@@ -132,17 +152,17 @@ def screen_summary(runs: pd.DataFrame) -> pd.DataFrame:
     order = [r.label for r in SCREEN]
 
     def rank(kv: tuple) -> tuple:
-        (label, tiles, epochs, _), _ = kv
-        return (tiles * epochs, order.index(label) if label in order else len(order))
+        (label, tiles, epochs, _, flags), _ = kv
+        return (tiles * epochs, order.index(label) if label in order else len(order), flags)
 
     def mean_std(values: pd.Series) -> str:
         return cell(100 * values.mean(), 100 * values.std(ddof=1) if len(values) > 1 else math.nan)
 
     lines = []
-    for (label, tiles, epochs, cam_tiles), g in sorted(runs.groupby(["row", "tiles", "epochs", "cam_tiles"], sort=False),
-                                                        key=rank):
+    groups = runs.groupby(["row", "tiles", "epochs", "cam_tiles", "flags"], sort=False)
+    for (label, tiles, epochs, cam_tiles, flags), g in sorted(groups, key=rank):
         budget = f"{int(tiles)} × {int(epochs)}" + (f" (thr. on {int(cam_tiles)})" if cam_tiles != tiles else "")
-        line: dict[str, Any] = {"row": label, "tiles × epochs": budget,
+        line: dict[str, Any] = {"row": screen_row_name(label, flags), "tiles × epochs": budget,
                                 "seeds": ", ".join(str(int(s)) for s in sorted(g["seed"]))}
         for name, key in SCREEN_METRICS.items():
             line[name] = mean_std(g[key])

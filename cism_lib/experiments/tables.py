@@ -77,6 +77,11 @@ SCREEN: list[Row] = [
     Row("CISM, gradient-balanced lambda", {**CISM, "train.lam_balance_every": 5}),
     # IRN's practice: no gradient into the stem and the first three stages, BatchNorm statistics fixed
     Row("CAM, frozen stem + 3 stages + BN", {"model.method": "cam", "train.frozen_stages": 3, "train.freeze_bn": True}),
+    Row("CAM, frozen BN", {"model.method": "cam", "train.freeze_bn": True}),  # IRN, CIAN, RPNet
+    # MCIS's pairs: a class of the query first, then a reference holding it (a rare class is
+    # common to the pair 0.04-0.25 → 0.36-0.53 of the time on the real tiles)
+    Row("CISM, class-first pairs", {**CISM, "data.pair_sampling": "class"}),
+    Row("CIAN, class-first pairs", {**BASELINE, "data.pair_sampling": "class"}),
 ]
 SCREEN_REF = "@screen:"  # a train.init_from value naming another screen row's checkpoint (same seed)
 
