@@ -1,24 +1,24 @@
-"""Training loop of the classifier: poly LR, AMP, DDP via torchrun, per-epoch checkpoints and resume."""
+"""The classifier's training (loop.fit): its optimiser, losses and λ schedule, AMP, DDP via torchrun,
+per-epoch checkpoints with the generator state, learning-curve snapshots, resume."""
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from cism_lib.config import LOSSES, RunConfig, TrainConfig, matches_stored, to_dict
 from cism_lib.errors import CheckpointError, ConfigError
+from cism_lib.loop import Epoch, epoch_loader, fit, poly_scheduler
 from cism_lib.runfolder import CHECKPOINT as CKPT_NAME
 from cism_lib.runfolder import TRAIN_LOG, snapshot_name
 from cism_lib.runtime import (DistInfo, Precision, atomic_path, dist_info, load_checkpoint_file, precision_for,
-                              setup_cpu, write_text_atomic)
+                              setup_cpu)
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (the paper's) or SGD over the model's parameter groups (backbone at a lower LR)."""
@@ -33,27 +33,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
-
-def poly_scheduler(opt: torch.optim.Optimizer, total_steps: int, power: float):
-    """Polynomial decay lr = lr0 * (1 - step/total)^power, via LambdaLR."""
-    total = max(1, total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, total - 1) / total) ** power)
-
-
-def make_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, workers: int, dist: DistInfo) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch), so resumed runs see the same batches."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    if dist.enabled:
-        sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        return DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=workers,
-                          drop_last=True, persistent_workers=False)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    return DataLoader(dataset, cfg.batch_size, shuffle=True, generator=gen, num_workers=workers,
-                      drop_last=len(dataset) >= cfg.batch_size, persistent_workers=False)
 
 
 def steps_per_epoch(n_items: int, cfg: TrainConfig, dist: DistInfo) -> int:
@@ -110,54 +89,6 @@ def _load_average() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-
-
-def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt, sched,
-                    device: torch.device, cfg: TrainConfig, n_steps: int, progress: bool,
-                    precision: Precision | None = None, frozen: Sequence[nn.Module] = ()) -> dict[str, float]:
-    """One pass over the pair loader; returns the mean of each loss term and the throughput.
-
-    The forward pass runs under the precision policy (bf16 autocast where it is native), the
-    losses in fp32. Time spent waiting for the loader is reported as `data_s`. The `frozen`
-    modules (models.backbones.freeze) stay in eval mode.
-    """
-    from cism_lib.runtime import progress_bar
-
-    precision = precision or precision_for(device, cfg.amp, cfg.channels_last)
-    model.train()
-    for module in frozen:
-        module.eval()
-    sums: dict[str, float] = {}
-    n_images, t0, data_s = 0, time.perf_counter(), 0.0
-    bar = progress_bar(total=n_steps, desc="train", leave=False, disable=not progress)
-    t_wait = time.perf_counter()
-    for step, batch in enumerate(loader):
-        if step >= n_steps:
-            break
-        data_s += time.perf_counter() - t_wait
-        batch = last = to_device(batch, device, precision.channels_last)
-        with precision.autocast():
-            out = model(batch["image_q"], batch.get("image_r"))
-        losses = loss_fn(fp32_outputs(out), batch)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        opt.step()
-        sched.step()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        n_images += batch["image_q"].shape[0] * (2 if "image_r" in batch else 1)
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
-        t_wait = time.perf_counter()
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    stats = {k: v / max(1, min(n_steps, step + 1)) for k, v in sums.items()}
-    if cfg.grad_probe and n_images:
-        stats.update(gradient_probe(model, last, loss_fn, precision))  # the epoch's last batch
-    stats.update(images_per_s=n_images / max(elapsed, 1e-9), seconds=elapsed, data_s=data_s,
-                 threads=torch.get_num_threads(), load_avg_1min=_load_average(), **precision.record(),
-                 depthwise_grad=cfg.depthwise_grad)
-    return stats
 
 
 def gradient_probe(model: nn.Module, batch: dict[str, Any], loss_fn: Callable,
@@ -230,10 +161,10 @@ def _wrap_distributed(model: nn.Module, device: torch.device, dist: DistInfo, sy
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-def _resume(path: Path, model: nn.Module, opt, sched, cfg: RunConfig) -> tuple[int, list[dict]]:
-    """Restore state from the last epoch checkpoint; returns (next epoch, history)."""
+def _resume(path: Path, model: nn.Module, opt, sched, cfg: RunConfig) -> list[dict]:
+    """Restore state from the last epoch checkpoint; returns its history (one record per epoch done)."""
     if not path.exists():
-        return 0, []
+        return []
     state = load_checkpoint(path, cfg)
     core = model.module if hasattr(model, "module") else model
     core.load_state_dict(state["model"])
@@ -241,13 +172,18 @@ def _resume(path: Path, model: nn.Module, opt, sched, cfg: RunConfig) -> tuple[i
     sched.load_state_dict(state["scheduler"])
     if "rng" in state:  # the generator as the last epoch left it, for the stages after training
         torch.set_rng_state(state["rng"])
-    return int(state["epoch"]) + 1, list(state.get("history", []))
+    history = list(state.get("history", []))
+    if len(history) != int(state["epoch"]) + 1:
+        raise CheckpointError(f"{path}: holds {len(history)} epoch records after epoch {int(state['epoch']) + 1}; "
+                              f"{RETRAIN}")
+    return history
 
 
 def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir: str | Path,
                      resume: bool = True, progress: bool = True,
-                     on_epoch: Callable[[dict], None] | None = None) -> nn.Module:
-    """Train the classifier on a pair dataset; writes checkpoint.pt and log.jsonl in out_dir."""
+                     on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train the classifier on a pair dataset with loop.fit; writes checkpoint.pt and log.jsonl
+    in out_dir. Returns (the model in eval mode, one record per epoch)."""
     from cism_lib.losses import total_loss, warmup_scale
     from cism_lib.models import build_model
     from cism_lib.models.backbones import freeze, set_depthwise_grad
@@ -272,7 +208,7 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
     opt = build_optimizer(model, cfg.train)
     sched = poly_scheduler(opt, n_steps * cfg.train.epochs, cfg.train.poly_power)
     ckpt = out_dir / CKPT_NAME
-    start, history = _resume(ckpt, model, opt, sched, cfg) if resume else (0, [])
+    history = _resume(ckpt, model, opt, sched, cfg) if resume else []
 
     total_steps = n_steps * cfg.train.epochs
     every = cfg.train.lam_balance_every
@@ -293,31 +229,45 @@ def train_classifier(cfg: RunConfig, dataset: Dataset, num_classes: int, out_dir
         losses = total_loss(out, batch, cfg.model, aux_scale=scale * balance["ratio"])
         return {**losses, "lam_ratio": torch.tensor(balance["ratio"])}
 
-    for epoch in range(start, cfg.train.epochs):
-        torch.manual_seed(cfg.train.seed * 7919 + epoch)  # dropout gates identical after a resume
-        loader = make_loader(dataset, cfg.train, epoch, cfg.data.workers, dist)
-        try:
-            stats = train_one_epoch(model, loader, loss_fn, opt, sched, device, cfg.train,
-                                    n_steps, progress and dist.is_main, precision, frozen)
-        except torch.cuda.OutOfMemoryError:
-            raise RuntimeError(f"CUDA out of memory at batch_size={cfg.train.batch_size}, crop "
-                               f"{cfg.data.crop_size}: lower train.batch_size or data.crop_size, "
-                               "or enable train.amp") from None
-        _finite_or_raise(stats, epoch)
-        record = {"epoch": epoch, "steps": n_steps * (epoch + 1), "lr": sched.get_last_lr()[0], **stats}
-        history.append(record)
-        if dist.is_main:
-            save_checkpoint(ckpt, model, opt, sched, epoch, cfg, history)
-            if epoch + 1 in cfg.train.curve_epochs:  # weights only: the curve never resumes from it
-                with atomic_path(out_dir / snapshot_name(epoch + 1)) as tmp:
-                    torch.save({"model": core.state_dict(), "epoch": epoch, "config": to_dict(cfg)}, tmp)
-            # Rewritten from the checkpoint's history, so log and checkpoint never disagree.
-            write_text_atomic(out_dir / TRAIN_LOG, "".join(json.dumps(r) + "\n" for r in history))
-            if on_epoch:
-                on_epoch(record)
-    core = model.module if hasattr(model, "module") else model
-    core.train_history = history
-    return core.eval()
+    seen = {"images": 0, "last": None}  # this epoch's images, and its last batch for the probe
+
+    def step_loss(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        batch = seen["last"] = to_device(batch, device, precision.channels_last)
+        seen["images"] += batch["image_q"].shape[0] * (2 if "image_r" in batch else 1)
+        with precision.autocast():
+            out = model(batch["image_q"], batch.get("image_r"))
+        return loss_fn(fp32_outputs(out), batch)
+
+    def record(epoch: int, done: Epoch) -> dict:
+        _finite_or_raise(done.losses, epoch)
+        stats = dict(done.losses)
+        if cfg.train.grad_probe and seen["images"]:
+            stats.update(gradient_probe(model, seen["last"], loss_fn, precision))  # the epoch's last batch
+        stats.update(images_per_s=seen["images"] / max(done.seconds, 1e-9), seconds=done.seconds, data_s=done.data_s,
+                     threads=torch.get_num_threads(), load_avg_1min=_load_average(), **precision.record(),
+                     depthwise_grad=cfg.train.depthwise_grad)
+        seen["images"] = 0
+        return {"epoch": epoch, "steps": n_steps * (epoch + 1), "lr": sched.get_last_lr()[0], **stats}
+
+    def checkpoint(history: list[dict]) -> None:
+        epoch = len(history) - 1
+        save_checkpoint(ckpt, model, opt, sched, epoch, cfg, history)
+        if epoch + 1 in cfg.train.curve_epochs:  # weights only: the curve never resumes from it
+            with atomic_path(out_dir / snapshot_name(epoch + 1)) as tmp:
+                torch.save({"model": core.state_dict(), "epoch": epoch, "config": to_dict(cfg)}, tmp)
+
+    try:
+        history = fit(model, opt, sched, step_loss,
+                      lambda epoch: epoch_loader(dataset, cfg.train.batch_size, cfg.train.seed, epoch,
+                                                 cfg.data.workers, dist),
+                      epochs=cfg.train.epochs, seed=cfg.train.seed, history=history, record=record,
+                      checkpoint=checkpoint, log=out_dir / TRAIN_LOG, n_steps=n_steps,
+                      progress=progress and dist.is_main, frozen=frozen, writer=dist.is_main, after_epoch=on_epoch)
+    except torch.cuda.OutOfMemoryError:
+        raise RuntimeError(f"CUDA out of memory at batch_size={cfg.train.batch_size}, crop "
+                           f"{cfg.data.crop_size}: lower train.batch_size or data.crop_size, "
+                           "or enable train.amp") from None
+    return core.eval(), history
 
 
 def init_from_checkpoint(model: nn.Module, path: Path) -> list[str]:

@@ -187,11 +187,10 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
         if on_epoch:
             on_epoch(record)
 
-    model = train_classifier(cfg, pairs, num_foreground(cfg), RunFolder(rd).train, resume=resume, progress=progress,
-                             on_epoch=after_epoch)
+    _, history = train_classifier(cfg, pairs, num_foreground(cfg), RunFolder(rd).train, resume=resume,
+                                  progress=progress, on_epoch=after_epoch)
     if before_last:  # a snapshot whose scoring an interruption cut short
         score_curve(cfg, rd, progress=progress, score=before_last)
-    history = model.train_history
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
 
@@ -468,7 +467,7 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
             m = evaluate_segmenter(net, head, device, amp=cfg.train.amp)
             return {"val_miou": m["miou"], "val_oa": m["oa"], "val_images": len(head)}
 
-    history = train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=seg_seed(cfg),
+    model, history = train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=seg_seed(cfg),
                               amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
                               fused_optimizer=cfg.train.fused_optimizer, on_epoch=curve)
     m = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,

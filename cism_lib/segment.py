@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from cism_lib.config import SCORING_ONLY as _SCORING_ONLY
 from cism_lib.config import SegConfig, matches_stored, to_dict
 from cism_lib.crf import read_index_png
 from cism_lib.errors import CheckpointError, ConfigError, DataError
+from cism_lib.loop import Epoch, epoch_loader, fit, poly_scheduler
 from cism_lib.metrics import ConfusionMatrix, with_class_names
 from cism_lib.runfolder import SEG_CHECKPOINT as CHECKPOINT
 from cism_lib.runtime import Precision, atomic_path, load_checkpoint_file, precision_for, write_text_atomic
@@ -189,10 +189,7 @@ def _optimizer(model: Segmenter, cfg: SegConfig, total_steps: int,
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=5e-4, fused=kind)
 
-    def poly(step: int) -> float:
-        return (1 - min(step, total_steps) / max(total_steps, 1)) ** 0.9
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, poly)
+    return opt, poly_scheduler(opt, total_steps)
 
 
 def _resume(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any) -> list[dict]:
@@ -220,61 +217,43 @@ def _save(path: Path, cfg: SegConfig, model: nn.Module, opt: Any, sched: Any, hi
                     "epoch": len(history)}, tmp)
 
 
-def _train_one_epoch(model: nn.Module, loader: Any, opt: Any, sched: Any,
-                     device: torch.device, bar: Any, precision: Precision,
-                     weight: torch.Tensor | None = None) -> dict[str, float]:
-    """One pass over the loader; returns the mean loss and the step count (loss in fp32)."""
-    model.train()
-    total, steps = 0.0, 0
-    for batch in loader:
-        x, y = precision.images(batch["image"].to(device)), batch["mask"].to(device)
-        with precision.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE_INDEX)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        total, steps = total + loss.item(), steps + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    return {"loss": total / max(steps, 1), "steps": steps}
-
-
-def _epoch_loader(train_ds: Any, cfg: SegConfig, seed: int, epoch: int) -> torch.utils.data.DataLoader:
-    """A shuffled loader whose order is fixed by (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
-                                       drop_last=len(train_ds) > cfg.batch_size, generator=generator)
+def pixel_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, precision: Precision,
+               weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """A batch's cross-entropy against its pseudo-masks, in fp32, 255 ignored, classes weighted
+    by `weight`: Σ w_y·(−log p_y) / Σ w_y over the pixels that count ({"total": loss})."""
+    x, y = precision.images(batch["image"].to(device)), batch["mask"].to(device)
+    with precision.autocast():
+        logits = model(x)
+    return {"total": F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE_INDEX)}
 
 
 def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: torch.device | str,
                     out_dir: str | Path, progress: bool = True, seed: int = 0,
                     amp: bool = True, depthwise_grad: str = "aten",
                     fused_optimizer: bool = False,
-                    on_epoch: Callable[[nn.Module], dict[str, Any]] | None = None) -> list[dict]:
-    """Train on pseudo-masks (CE, ignore 255, cfg.class_weights); a checkpoint and a JSON-lines
-    record per epoch (and class_weights.json when weighted); `fused_optimizer` as in _optimizer.
+                    on_epoch: Callable[[nn.Module], dict[str, Any]] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train on pseudo-masks (pixel_loss) with loop.fit; a checkpoint and a JSON-lines record per
+    epoch (and class_weights.json when weighted); `fused_optimizer` as in _optimizer.
 
     `on_epoch(model)`, when given, runs after each epoch's steps and its returned entries join
     that epoch's record (the learning curve: e.g. a val score); it must leave the model's weights
     as they are (the next epoch puts the model back in training mode).
 
-    Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns one record per epoch.
+    Resumes from `<out_dir>/seg_checkpoint.pth` when it exists. Returns (the model, one record
+    per epoch).
     The network runs under `runtime.precision_for(device, amp)`, the loss in fp32; a Lite0
     backbone backpropagates its depthwise convolutions as `depthwise_grad` says
     (models.backbones.set_depthwise_grad).
     """
     from cism_lib.models.backbones import set_depthwise_grad
-    from cism_lib.runtime import progress_bar
 
     out, device = Path(out_dir), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     precision = precision_for(device, amp)
     precision.model(model.to(device))
     set_depthwise_grad(model, depthwise_grad)
-    loader = _epoch_loader(train_ds, cfg, seed, 0)
-    opt, sched = _optimizer(model, cfg, cfg.epochs * len(loader), fused_optimizer)
+    steps = len(epoch_loader(train_ds, cfg.batch_size, seed, 0))
+    opt, sched = _optimizer(model, cfg, cfg.epochs * steps, fused_optimizer)
     history = _resume(out / CHECKPOINT, cfg, model, opt, sched)
     # the weights read every pseudo-mask once: only when there is an epoch left to train
     weight = class_weights(train_ds, cfg.class_weights) if len(history) < cfg.epochs else None
@@ -282,20 +261,18 @@ def train_segmenter(model: nn.Module, train_ds: Any, cfg: SegConfig, device: tor
         write_text_atomic(out / "class_weights.json", json.dumps(
             dict(zip(train_ds.classes.names, [round(float(v), 6) for v in weight], strict=True))) + "\n")
         weight = weight.to(device)
-    for epoch in range(len(history), cfg.epochs):
-        # Order and augmentation depend only on (seed, epoch): a resumed run repeats them exactly.
-        torch.manual_seed(seed * 7919 + epoch)
-        loader = _epoch_loader(train_ds, cfg, seed, epoch)
-        start = time.time()
-        with progress_bar(total=len(loader), desc=f"seg epoch {epoch + 1}/{cfg.epochs}", disable=not progress) as bar:
-            stats = _train_one_epoch(model, loader, opt, sched, device, bar, precision, weight)
-        record = {"epoch": epoch + 1, **stats, **precision.record(), "lr": sched.get_last_lr()[0], "time_s": time.time() - start}
-        if on_epoch is not None:
-            record.update(on_epoch(model))
-        history.append(record)
-        _save(out / CHECKPOINT, cfg, model, opt, sched, history)
-        write_text_atomic(out / LOG, "".join(json.dumps(r) + "\n" for r in history))
-    return history
+
+    def record(epoch: int, done: Epoch) -> dict[str, Any]:
+        entry = {"epoch": epoch + 1, "loss": done.losses.get("total", 0.0), "steps": done.steps,
+                 **precision.record(), "lr": sched.get_last_lr()[0], "time_s": done.seconds}
+        return {**entry, **(on_epoch(model) if on_epoch is not None else {})}
+
+    history = fit(model, opt, sched, lambda batch: pixel_loss(model, batch, device, precision, weight),
+                  lambda epoch: epoch_loader(train_ds, cfg.batch_size, seed, epoch),
+                  epochs=cfg.epochs, seed=seed, history=history, record=record,
+                  checkpoint=lambda history: _save(out / CHECKPOINT, cfg, model, opt, sched, history),
+                  log=out / LOG, progress=progress, desc="seg epoch {epoch}/{epochs}")
+    return model, history
 
 
 def _test_time_probs(model: nn.Module, image: torch.Tensor, scales: tuple[float, ...], flip: bool,

@@ -152,7 +152,7 @@ def test_a_new_scoring_rescores_the_trained_deeplab_without_training_it(trained,
     cd = pipeline.run_chain(pipeline.chain_config(rd, **base), rd, progress=False)
     single = pipeline.read_metrics(cd)["seg_miou_val"]
     weights = (cd / "seg" / "seg_checkpoint.pth").read_bytes()
-    monkeypatch.setattr(segment, "_train_one_epoch", lambda *a, **k: pytest.fail("DeepLab retrained"))
+    monkeypatch.setattr(segment, "pixel_loss", lambda *a, **k: pytest.fail("DeepLab retrained"))
     scored = pipeline.chain_config(rd, **base, **{"seg.eval_flip": True, "seg.eval_scales": (0.75, 1.0),
                                                   "seg.eval_crf": True})
     assert pipeline.chain_dir(scored, rd) == cd  # the same DeepLab, scored again

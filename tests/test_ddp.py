@@ -29,9 +29,9 @@ def _worker(rank: int, world: int, port: int, out: str, data: str) -> None:
     torch.set_num_threads(1)
     cfg = load_config("configs/smoke.yaml", {**SETTINGS, "out_dir": out, "device": "cpu"})
     pairs = pipeline.pair_dataset(cfg, progress=False)
-    model = engine.train_classifier(cfg, pairs, 15, f"{out}/train", progress=False)
+    model, history = engine.train_classifier(cfg, pairs, 15, f"{out}/train", progress=False)
     params = {k: v.detach() for k, v in model.named_parameters()}
-    torch.save({"state": params, "history": model.train_history}, f"{out}/rank{rank}.pt")
+    torch.save({"state": params, "history": history}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 

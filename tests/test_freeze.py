@@ -38,7 +38,7 @@ def trained(data_dir, tmp_path_factory):  # noqa: F811 (the imported fixture)
         cfg = tiny_config(tmp_path_factory.mktemp(name), **{"model.method": "cam", "train.epochs": 1, **extra})
         torch.manual_seed(cfg.train.seed)  # train_classifier seeds, then builds: the same initial weights
         initial = _state(build_model(cfg.model, pipeline.num_foreground(cfg)))
-        model = train_classifier(cfg, pipeline.pair_dataset(cfg, progress=False), pipeline.num_foreground(cfg),
+        model, _ = train_classifier(cfg, pipeline.pair_dataset(cfg, progress=False), pipeline.num_foreground(cfg),
                                  tmp_path_factory.mktemp(f"{name}-out"), progress=False)
         out[name] = (initial, _state(model))
     return out

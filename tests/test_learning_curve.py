@@ -91,16 +91,15 @@ def test_aux_losses_wait_for_their_epoch(tmp_path):
     from cism_lib.pipeline import num_foreground, pair_dataset
 
     cfg = tiny_config(tmp_path, **{"seg.enabled": False, "train.epochs": 2, "train.aux_from_epoch": 2})
-    model = train_classifier(cfg, pair_dataset(cfg, progress=False), num_foreground(cfg), tmp_path / "a",
+    _, (first, second) = train_classifier(cfg, pair_dataset(cfg, progress=False), num_foreground(cfg), tmp_path / "a",
                              progress=False)
-    first, second = model.train_history
     assert first["lam"] == 0.0 and second["lam"] == pytest.approx(cfg.model.lam)
     assert first["sl"] > 0 and first["total"] == pytest.approx(first["ml"], rel=1e-6)
     # the same first epoch as a run that trains L_ml alone
     ml_only = replace(cfg, **{"model.losses": ("ml",), "train.aux_from_epoch": 1})
-    other = train_classifier(ml_only, pair_dataset(ml_only, progress=False), num_foreground(cfg),
+    _, other = train_classifier(ml_only, pair_dataset(ml_only, progress=False), num_foreground(cfg),
                              tmp_path / "b", progress=False)
-    assert other.train_history[0]["ml"] == pytest.approx(first["ml"], abs=1e-6)
+    assert other[0]["ml"] == pytest.approx(first["ml"], abs=1e-6)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["history"]
     assert [r["epoch"] for r in a] == [0, 1]
 

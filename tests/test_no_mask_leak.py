@@ -95,14 +95,14 @@ def test_training_cams_pseudo_masks_and_deeplab_read_no_mask(no_masks, tmp_path:
     from cism_lib.segment import PseudoMaskDataset, build_segmenter, train_segmenter
 
     pairs = pipeline.pair_dataset(no_masks, progress=False)
-    model = train_classifier(no_masks, pairs, 15, tmp_path / "train", progress=False)
+    model, _ = train_classifier(no_masks, pairs, 15, tmp_path / "train", progress=False)
     train = pipeline.open_split(no_masks, "train")
     make_cams(model, train, tmp_path / "cams", no_masks.cam, "cpu", progress=False)
     assert make_pseudo_masks(tmp_path / "cams", train, tmp_path / "pseudo", no_masks.crf,
                              bg_threshold=0.3, workers=1, progress=False)
     pseudo = PseudoMaskDataset(train, tmp_path / "pseudo", TrainTransform(32))
     torch.manual_seed(0)
-    history = train_segmenter(build_segmenter(no_masks.seg, 16), pseudo, no_masks.seg, "cpu",
+    _, history = train_segmenter(build_segmenter(no_masks.seg, 16), pseudo, no_masks.seg, "cpu",
                               tmp_path / "seg", progress=False)
     assert np.isfinite(history[-1]["loss"])
 

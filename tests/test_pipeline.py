@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cism_lib import engine, pipeline
+from cism_lib import loop, pipeline
 from cism_lib.config import load_config
 from cism_lib.errors import ConfigError
 
@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_to_identical_metrics(full_run, tmp_path, monkey
     full = pipeline.read_metrics(full_run[1])
 
     cfg = tiny_config(tmp_path / "b")
-    real_epoch = engine.train_one_epoch
+    real_epoch = loop.run_epoch
     calls = {"n": 0}
 
     def crash_in_second_epoch(*args, **kwargs):
@@ -84,10 +84,10 @@ def test_interrupted_run_resumes_to_identical_metrics(full_run, tmp_path, monkey
             raise KeyboardInterrupt("simulated kill during epoch 2")
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_epoch", crash_in_second_epoch)
+    monkeypatch.setattr(loop, "run_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_all(cfg, progress=False)
-    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(loop, "run_epoch", real_epoch)
     rd = pipeline.run_dir(cfg)
     assert (rd / "train" / "checkpoint.pt").exists() and not pipeline.stage_done(rd, "train")
     resumed = pipeline.read_metrics(pipeline.run_all(cfg, progress=False))

@@ -79,7 +79,7 @@ def test_init_from_copies_the_shared_layers_of_a_cam_checkpoint(tmp_path) -> Non
             b = pair_batch(1)
             return {"image_q": b["image_q"][i % 2], "label_q": b["label_q"][i % 2]}
 
-    cam = train_classifier(base, Items(), 3, tmp_path, progress=False)
+    cam, _ = train_classifier(base, Items(), 3, tmp_path, progress=False)
     cism = build_model(replace(base.model, method="cism", proto_dim=8), 3)
     copied = init_from_checkpoint(cism, tmp_path / CKPT_NAME)
     assert "classifier.weight" in copied and any(k.startswith("backbone.") for k in copied)
@@ -114,12 +114,12 @@ def test_gradient_probe_measures_each_loss_and_leaves_training_unchanged(tmp_pat
     cfg = replace(RunConfig(), **{"device": "cpu", "threads": 1, "model.method": "cism",
                                   "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8,
                                   "train.epochs": 2, "train.batch_size": 2, "train.amp": False})
-    plain = train_classifier(cfg, _Pairs(), 3, tmp_path / "plain", progress=False)
-    probed = train_classifier(replace(cfg, **{"train.grad_probe": True}), _Pairs(), 3, tmp_path / "probed",
+    plain, _ = train_classifier(cfg, _Pairs(), 3, tmp_path / "plain", progress=False)
+    probed, probed_history = train_classifier(replace(cfg, **{"train.grad_probe": True}), _Pairs(), 3, tmp_path / "probed",
                               progress=False)
     for (name, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
         assert torch.equal(a, b), name  # same weights and BatchNorm statistics after 2 epochs
-    record = probed.train_history[-1]
+    record = probed_history[-1]
     assert {f"grad_cos_{k}" for k in ("sl", "csm", "nsc")} <= record.keys() and "grad_cos_ml" not in record
     # the norm of L_ml's backbone gradient, computed by hand on a batch
     batch = pair_batch(2)
@@ -203,10 +203,10 @@ def test_training_with_warmup_logs_the_ramped_lambda(tmp_path) -> None:
                                   "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8,
                                   "model.lam": 0.8, "train.epochs": 1, "train.batch_size": 2,
                                   "train.amp": False, "train.aux_warmup": 1.0})
-    model = train_classifier(cfg, _Pairs(), 3, tmp_path, progress=False)
-    assert model.train_history[0]["lam"] == pytest.approx(0.2)
-    plain = train_classifier(replace(cfg, **{"train.aux_warmup": 0.0}), _Pairs(), 3, tmp_path / "p", progress=False)
-    assert plain.train_history[0]["lam"] == pytest.approx(0.8)
+    _, history = train_classifier(cfg, _Pairs(), 3, tmp_path, progress=False)
+    assert history[0]["lam"] == pytest.approx(0.2)
+    _, plain = train_classifier(replace(cfg, **{"train.aux_warmup": 0.0}), _Pairs(), 3, tmp_path / "p", progress=False)
+    assert plain[0]["lam"] == pytest.approx(0.8)
 
 
 def test_init_from_runs_are_named_by_the_starting_weights_not_their_path(tmp_path) -> None:
@@ -338,7 +338,7 @@ def test_training_with_a_balanced_lambda_logs_the_ratio_and_scales_lambda(tmp_pa
                                   "model.backbone": "resnet18", "model.weights": None, "model.proto_dim": 8,
                                   "model.lam": 0.5, "train.epochs": 1, "train.batch_size": 2,
                                   "train.amp": False, "train.lam_balance_every": 1})
-    record = train_classifier(cfg, _Pairs(), 3, tmp_path, progress=False).train_history[0]
+    record = train_classifier(cfg, _Pairs(), 3, tmp_path, progress=False)[1][0]
     assert record["lam_ratio"] > 0 and record["lam_ratio"] != pytest.approx(1.0, rel=0.01)
     # measured every step: the logged λ is 0.5 x the ratio at each step (means over the 2 steps)
     assert record["lam"] == pytest.approx(0.5 * record["lam_ratio"], rel=1e-5)

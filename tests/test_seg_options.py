@@ -101,18 +101,12 @@ def test_class_weights_absent_class_and_all_ignored(tmp_path) -> None:
         validate(SegConfig(class_weights="balanced"))
 
 
-class _Bar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix(self, **kw: str) -> None:
-        pass
-
-
 def test_training_step_uses_the_weights_as_a_weighted_mean_over_labelled_pixels() -> None:
-    """_train_one_epoch's loss: Σ w_y·(−log p_y) / Σ w_y over the pixels that are not 255."""
+    """pixel_loss: Σ w_y·(−log p_y) / Σ w_y over the pixels that are not 255; the loop's epoch
+    mean of it is what a DeepLab epoch records."""
+    from cism_lib.loop import run_epoch
     from cism_lib.runtime import precision_for
-    from cism_lib.segment import _train_one_epoch
+    from cism_lib.segment import pixel_loss
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 3, 1)
@@ -126,9 +120,12 @@ def test_training_step_uses_the_weights_as_a_weighted_mean_over_labelled_pixels(
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     batches = [{"image": x, "mask": y}]
-    precision = precision_for(torch.device("cpu"), False)
-    weighted = _train_one_epoch(model, batches, opt, sched, torch.device("cpu"), _Bar(), precision, w)
-    plain = _train_one_epoch(model, batches, opt, sched, torch.device("cpu"), _Bar(), precision)
+    cpu = torch.device("cpu")
+    precision = precision_for(cpu, False)
+    weighted = {"loss": run_epoch(model, batches, lambda b: pixel_loss(model, b, cpu, precision, w), opt, sched,
+                                  progress=False).losses["total"]}
+    plain = {"loss": run_epoch(model, batches, lambda b: pixel_loss(model, b, cpu, precision), opt, sched,
+                               progress=False).losses["total"]}
     assert weighted["loss"] == pytest.approx(expect, rel=1e-5)
     unweighted = -sum(logp[c, i, j] for i in range(2) for j in range(3)
                       if (c := int(y[0, i, j])) != IGNORE_INDEX).item() / 5

@@ -127,7 +127,7 @@ def test_training_decreases_loss_checkpoints_and_resumes(tmp_path) -> None:
     model = _small_model()
     # fp32: at this LR (head x10 = 1.0) the toy net is on the edge of divergence, and bf16
     # activations tip it over; the precision policy has its own tests (test_precision.py).
-    history = train_segmenter(model, train, cfg, "cpu", tmp_path / "run", progress=False, amp=False)
+    _, history = train_segmenter(model, train, cfg, "cpu", tmp_path / "run", progress=False, amp=False)
     assert [h["epoch"] for h in history] == list(range(1, 11)) and history[0]["steps"] == 3
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert history[-1]["lr"] < history[0]["lr"]  # poly decay
@@ -137,7 +137,7 @@ def test_training_decreases_loss_checkpoints_and_resumes(tmp_path) -> None:
     assert ckpt["config"]["epochs"] == 10 and ckpt["epoch"] == 10
 
     resumed = _small_model()
-    assert train_segmenter(resumed, train, cfg, "cpu", tmp_path / "run", progress=False) == history
+    assert train_segmenter(resumed, train, cfg, "cpu", tmp_path / "run", progress=False)[1] == history
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match="config"):
@@ -225,7 +225,7 @@ def test_adam_learns_the_toy_segmentation(tmp_path) -> None:
     train = _pseudo_ds(tmp_path / "masks")
     cfg = SegConfig(epochs=8, batch_size=2, lr=0.01, optimizer="adam", head_lr_mult=1.0)
     model = _small_model()
-    history = train_segmenter(model, train, cfg, "cpu", tmp_path / "run", progress=False)
+    _, history = train_segmenter(model, train, cfg, "cpu", tmp_path / "run", progress=False)
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert evaluate_segmenter(model, train, "cpu")["miou"] == pytest.approx(1.0)
 
@@ -234,10 +234,10 @@ def test_checkpoint_without_newer_seg_keys_still_resumes(tmp_path) -> None:
     torch.manual_seed(0)
     train = _pseudo_ds(tmp_path / "masks")
     cfg = SegConfig(epochs=2, batch_size=2, lr=0.1)
-    history = train_segmenter(_small_model(), train, cfg, "cpu", tmp_path / "run", progress=False)
+    _, history = train_segmenter(_small_model(), train, cfg, "cpu", tmp_path / "run", progress=False)
     path = tmp_path / "run" / "seg_checkpoint.pth"
     ckpt = torch.load(path, weights_only=True)
     for key in ("optimizer", "head_lr_mult"):  # as written before these options existed
         del ckpt["config"][key]
     torch.save(ckpt, path)
-    assert train_segmenter(_small_model(), train, cfg, "cpu", tmp_path / "run", progress=False) == history
+    assert train_segmenter(_small_model(), train, cfg, "cpu", tmp_path / "run", progress=False)[1] == history
