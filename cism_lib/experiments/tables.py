@@ -78,8 +78,8 @@ SCREEN: list[Row] = [
     # IRN's practice: no gradient into the stem and the first three stages, BatchNorm statistics fixed
     Row("CAM, frozen stem + 3 stages + BN", {"model.method": "cam", "train.frozen_stages": 3, "train.freeze_bn": True}),
     Row("CAM, frozen BN", {"model.method": "cam", "train.freeze_bn": True}),  # IRN, CIAN, RPNet
-    # MCIS's pairs: a class of the query first, then a reference holding it (a rare class is
-    # common to the pair 0.04-0.25 → 0.36-0.53 of the time on the real tiles)
+    # MCIS's pairs: a class of the query first, then a reference holding it, so that a rare class
+    # is common to the pair more often (data.pairs.shared_class_chance)
     Row("CISM, class-first pairs", {**CISM, "data.pair_sampling": "class"}),
     Row("CIAN, class-first pairs", {**BASELINE, "data.pair_sampling": "class"}),
 ]

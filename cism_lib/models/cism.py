@@ -90,7 +90,7 @@ class CISMNet(nn.Module):
             out["logits_q_self"], out["logits_r_self"] = self_logits.chunk(2)
         if self.cfg.method == "cism":
             # The CISM heads (PV, PIE, SLSC, CSM, NSC) run in fp32 even under bf16 autocast: with
-            # them in bf16 the cpu profile's full CISM lost ~2 CAM mIoU (docs/results.md); they
+            # them in bf16 the cpu profile's full CISM lost CAM mIoU (docs/results.md, bf16 parity); they
             # cost little next to the backbone.
             kind = f_q.device.type
             off = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
