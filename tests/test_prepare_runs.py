@@ -69,6 +69,9 @@ def test_workers_are_the_cores_over_the_profile_threads(monkeypatch) -> None:
     assert (experiments.default_workers("cpu"), experiments.default_workers("smoke")) == (2, 1)
     monkeypatch.setattr(experiments.runs.os, "cpu_count", lambda: 8)
     assert (experiments.default_workers("cpu"), experiments.default_workers("smoke")) == (8, 4)
+    # the paper profile leaves its threads to torch (every core) and names no device: one run at a time
+    assert experiments.runs._load_profile("paper").threads is None
+    assert experiments.default_workers("paper") == 1
 
 
 def test_depthwise_conv_gets_its_own_folder_only_where_it_acts(tmp_path) -> None:

@@ -104,9 +104,10 @@ def _run_job(cfg: RunConfig, stages: tuple[str, ...]) -> tuple[str, float]:
 
 def default_workers(profile: str) -> int:
     """How many runs `prepare_runs` trains at once: the cores over the profile's threads on a
-    CPU profile (1 on a GPU profile, where runs share the device)."""
+    CPU profile (1 on a GPU profile, where runs share the device, and where the profile leaves
+    the threads to torch, which takes every core)."""
     cfg = _load_profile(profile)
-    if cfg.device not in ("cpu", "auto") or (cfg.device == "auto" and _cuda_available()):
+    if cfg.device not in ("cpu", "auto") or (cfg.device == "auto" and _cuda_available()) or not cfg.threads:
         return 1
     return max(1, (os.cpu_count() or 1) // max(1, cfg.threads))
 
