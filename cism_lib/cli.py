@@ -45,6 +45,18 @@ def _cmd_stats(args: argparse.Namespace) -> None:
                    skip_bad=args.skip_bad)
     title = f"{args.dir} [{args.split}]: {len(ds)} images"
     print(format_stats(dataset_stats(ds), title=title, labels=ds.labels, paper="isaid"))
+    if args.pairs:
+        import pandas as pd
+
+        from cism_lib.config import PAIR_SAMPLING
+        from cism_lib.data.pairs import shared_class_chance
+        from cism_lib.display import markdown_table
+
+        table = pd.DataFrame({"class": ds.classes.names[1:], "images": ds.labels.sum(axis=0),
+                              **{f"P(common), {s}": shared_class_chance(ds.labels, s).round(2) for s in PAIR_SAMPLING}})
+        print("\nThe chance that a query's reference also holds its class k, for the queries that hold k "
+              "(data.pair_sampling; exact, from the image-level labels):")
+        print(markdown_table(table))
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
@@ -245,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--layout", default="auto", choices=["auto", "devkit", "mmseg"])
     st.add_argument("--min-pixels", type=int, default=1, help="pixels for a class to count as present")
     st.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them")
+    st.add_argument("--pairs", action="store_true",
+                    help="also the chance, per class, that a training pair has it in common under each "
+                    "data.pair_sampling (uniform over images sharing a class, or class first)")
     st.set_defaults(func=_cmd_stats)
     sp = dsub.add_parser("split-isaid", help="cut the full-size official iSAID release into patches")
     sp.add_argument("src", type=Path, help="official release root (<split>/images, <split>/Semantic_masks)")

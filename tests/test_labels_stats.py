@@ -174,3 +174,19 @@ def test_dataset_stats_and_format(isaid_devkit):
     bars = [ln for ln in lines if " | " in ln]
     assert len(bars) == 6 and max(ln.count("#") for ln in bars) == 10
 
+
+
+def test_data_stats_pairs_prints_the_exact_chance_of_a_common_class(isaid_devkit, capsys):
+    from cism_lib.cli import main
+    from cism_lib.data.pairs import shared_class_chance
+
+    root, _ = isaid_devkit
+    assert main(["data", "stats", str(root), "--split", "train", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert "| class | images | P(common), any | P(common), class |" in out
+    labels = SegFolder(root, "train").labels
+    held = np.flatnonzero(labels.sum(axis=0))[0]  # a class some tile holds
+    row = next(ln for ln in out.splitlines() if ln.startswith(f"| {ISAID.names[held + 1]} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) == pytest.approx(shared_class_chance(labels, "any")[held], abs=0.005)
+    assert float(cells[3]) == pytest.approx(shared_class_chance(labels, "class")[held], abs=0.005)
