@@ -49,7 +49,7 @@ test-slow: setup
 
 # JOBS=1 trains the runs one after another inside the notebooks (the same numbers; default: cores ÷ the profile's threads)
 reproduce: setup
-	$(PY) -m cism_lib.reproduce --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
+	$(PY) -m cism_lib.tools.reproduce --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 
 # The CISM readings on the real tiles (CISM_ISAID_ROOT) at the screening budget (docs/results.md);
 # SCREEN_ARGS="--rows CAM CISM --seeds 0" runs a part. About 8 min per row and seed on 2 cores.
@@ -59,13 +59,13 @@ screen: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
-# Sized for a 2-core CPU (about 10 min); `python -m cism_lib.bench --help` for the full-size defaults.
+# Sized for a 2-core CPU (about 10 min); `python -m cism_lib.tools.bench --help` for the full-size defaults.
 BENCH_ARGS ?= --size 256 --batch 4 --steps 3 --warmup 1 --cam-images 4 --seg-batch 4 --crf-images 64 --pie-batch 2 --threads 2 --compile
 bench: setup
-	$(PY) -m cism_lib.bench --device cpu $(BENCH_ARGS)
+	$(PY) -m cism_lib.tools.bench --device cpu $(BENCH_ARGS)
 
 bench-gpu: setup
-	$(PY) -m cism_lib.bench --device cuda
+	$(PY) -m cism_lib.tools.bench --device cuda
 
 # The notebooks share one setup cell (`from cism_lib import experiments, pipeline, viz`, then `PROFILE`),
 # which some extend: its unused imports, later imports and mid-cell `PROFILE` are not lint errors there.

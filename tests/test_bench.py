@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cism_lib import bench
+from cism_lib.tools import bench
 
 PROSE = "# Benchmarks\n\nIntro: between `<!-- bench:cpu -->` lines.\n\n<!-- bench:gpu -->\nGPU TABLE\n<!-- /bench:gpu -->\n\nTail.\n"
 
@@ -132,7 +132,7 @@ def test_command_line_round_trip() -> None:
             "2", "--threads", "1"]
     s, _ = bench.parse_settings(argv)
     line = bench.command_line(asdict(s))
-    assert line.startswith("python -m cism_lib.bench --device cpu --size 128 --batch 2")
+    assert line.startswith("python -m cism_lib.tools.bench --device cpu --size 128 --batch 2")
     assert bench.parse_settings(line.split()[3:])[0] == s
 
 

@@ -8,8 +8,8 @@ import pytest
 from cism_lib import experiments as ex
 from cism_lib.errors import ConfigError, DataError
 from cism_lib.pipeline import run_dir
-from cism_lib.reproduce import PROFILES as REPRODUCE_PROFILES
-from cism_lib.reproduce import main as reproduce_main
+from cism_lib.tools.reproduce import PROFILES as REPRODUCE_PROFILES
+from cism_lib.tools.reproduce import main as reproduce_main
 from tests.fixtures import write_isaid_devkit
 
 

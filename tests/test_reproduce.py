@@ -4,7 +4,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from cism_lib.reproduce import run_notebook, write_report
+from cism_lib.tools.reproduce import run_notebook, write_report
 
 
 def _notebook(path, source: str) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cism_lib.resultsdiff import diff_csv, diff_folders, main
+from cism_lib.tools.resultsdiff import diff_csv, diff_folders, main
 
 CSV = "row,seed,run,cam_miou_val\nCAM,0,cam-aa,0.2384\nCISM,0,cism-bb,\n"
 

@@ -20,7 +20,7 @@ from cism_lib import runtime
 if sys.argv[1] == "retain":
     assert runtime.retain_freed_memory()
 torch.set_num_threads(1)
-from cism_lib.bench import random_pair_batch
+from cism_lib.tools.bench import random_pair_batch
 from cism_lib.config import ModelConfig, TrainConfig
 from cism_lib.engine import build_optimizer, fp32_outputs, to_device
 from cism_lib.losses import total_loss

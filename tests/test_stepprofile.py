@@ -1,9 +1,9 @@
-"""python -m cism_lib.stepprofile: where a training step's time goes, as Markdown."""
+"""python -m cism_lib.tools.stepprofile: where a training step's time goes, as Markdown."""
 from __future__ import annotations
 
 import pytest
 
-from cism_lib import stepprofile
+from cism_lib.tools import stepprofile
 
 
 @pytest.mark.parametrize("grad", ["aten", "conv"])

@@ -1,6 +1,6 @@
 """Where the time of one classifier training step goes: torch.profiler over a config's step.
 
-    python -m cism_lib.stepprofile configs/isaid512.yaml --model.method cism --threads 2
+    python -m cism_lib.tools.stepprofile configs/isaid512.yaml --model.method cism --threads 2
 
 Builds the classifier of a config (profile YAML + the `cism train` flags), feeds it one fixed random
 pair batch at the config's crop size and batch size, and profiles `--steps` training steps
@@ -44,7 +44,7 @@ def profile_step(cfg: Any, steps: int = 2, top: int = 20, shapes: bool = False) 
     """Median step seconds, seconds per phase and per module (per step), and the top-`top`
     operators by self CPU time (per step) of `cfg`'s classifier training step on random pairs;
     `shapes`: operators told apart by their input shapes too."""
-    from cism_lib.bench import random_pair_batch
+    from cism_lib.tools.bench import random_pair_batch
     from cism_lib.engine import build_optimizer, fp32_outputs, to_device
     from cism_lib.losses import total_loss
     from cism_lib.models import build_model
@@ -173,7 +173,7 @@ def render(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from cism_lib.cli import add_config_flags, config_from_args
 
-    p = argparse.ArgumentParser(prog="python -m cism_lib.stepprofile", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m cism_lib.tools.stepprofile", description=__doc__.splitlines()[0])
     p.add_argument("config", nargs="?", help="profile YAML (default: the library defaults)")
     p.add_argument("--steps", type=int, default=2, help="profiled steps after one warm-up step")
     p.add_argument("--top", type=int, default=20, help="operators listed")

@@ -1,6 +1,6 @@
 """Compare two results folders CSV by CSV: are a fresh clone's tables the committed ones, exactly?
 
-    python -m cism_lib.resultsdiff results ../fresh-clone/results [--tol 0]
+    python -m cism_lib.tools.resultsdiff results ../fresh-clone/results [--tol 0]
 
 For each CSV of the first folder (not in sub-folders: those are other profiles), the same file in
 the second one is compared cell by cell: text cells must be equal, numeric cells equal within
@@ -76,7 +76,7 @@ def diff_folders(a: Path, b: Path, tol: float = 0.0) -> list[FileDiff]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cism_lib.resultsdiff", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cism_lib.tools.resultsdiff", description=__doc__.split("\n")[0])
     ap.add_argument("reference", type=Path, help="the committed results folder")
     ap.add_argument("other", type=Path, help="the results folder of another run (e.g. a fresh clone's)")
     ap.add_argument("--tol", type=float, default=0.0, help="largest numeric difference counted as equal")

@@ -2,7 +2,7 @@
 
 Every number of one run comes from the same process on the same device, so the ratios between
 rows (CISM/CAM images/s, pool/single CRF speed-up) are meaningful even where the absolute times
-are not. Run `python -m cism_lib.bench --help` for the options; docs/benchmarks.md explains them.
+are not. Run `python -m cism_lib.tools.bench --help` for the options; docs/benchmarks.md explains them.
 Longer than ~500 lines because each measurement (training steps per backbone, method and
 precision, CAMs, the CRF pool, SynthAerial, PIE's share, FLOPs) is timed here, beside the others,
 and rendered into one table; none of it is library code.
@@ -785,7 +785,7 @@ def command_line(settings: dict[str, Any]) -> str:
             flags.append(flag)
         else:
             flags.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}")
-    return "python -m cism_lib.bench --device " + " ".join([settings["device"], *flags])
+    return "python -m cism_lib.tools.bench --device " + " ".join([settings["device"], *flags])
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -836,7 +836,7 @@ def update_doc(path: str | Path, key: str, block: str) -> None:
 # ----------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """An argparse parser with one flag per BenchSettings field (given flags only)."""
-    p = argparse.ArgumentParser(prog="python -m cism_lib.bench", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m cism_lib.tools.bench", description=__doc__.splitlines()[0],
                                 argument_default=argparse.SUPPRESS)
     add_dataclass_flags(p, BenchSettings, typed=True, kebab=True)
     p.add_argument("--out", type=Path, help=f"JSON file (default {DEFAULT_JSON}; "

@@ -152,7 +152,7 @@ def write_report(out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the notebooks for a profile and report the time each took."""
-    ap = argparse.ArgumentParser(prog="python -m cism_lib.reproduce", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m cism_lib.tools.reproduce", description=__doc__)
     ap.add_argument("--profile", default=os.environ.get("CISM_PROFILE", "cpu"), choices=PROFILES,
                     help="smoke: CI-sized; cpu: the default (about an hour on 2 cores); paper: GPU; "
                          "isaid512: the real tiles of CISM_ISAID_ROOT on a CPU")
