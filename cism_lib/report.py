@@ -153,6 +153,31 @@ def real_screen_table(root: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def learning_curve_table(root: Path | None = None) -> pd.DataFrame:
+    """Report: the real-tile learning curves (results/isaid512/curve_runs.csv): per method, schedule
+    length and epoch, the seeds and their CAM mIoU (mean ± std), and the epoch-mean L_ml."""
+    runs = results_csv("isaid512/curve_runs", root)
+    lines = []
+    for (method, epochs, epoch), g in runs.groupby(["method", "epochs", "epoch"], sort=True):
+        lines.append({"method": method, "schedule (epochs)": int(epochs), "after epoch": int(epoch),
+                      "steps": int(g["steps"].iloc[0]), "seeds": _seeds(g),
+                      "CAM mIoU (val)": _mean_std(g["cam_miou_val"]), "CAM mIoU (train)": _mean_std(g["cam_miou_train"]),
+                      "L_ml": f"{g['loss_ml'].mean():.3f}"})
+    return pd.DataFrame(lines)
+
+
+def rescore_table(root: Path | None = None) -> pd.DataFrame:
+    """Report: trained real-tile runs rescored without retraining (results/isaid512/rescore_runs.csv:
+    other test-time scales, other CAM sources) beside each run's own CAM (scale 1 + flip)."""
+    runs = results_csv("isaid512/rescore_runs", root)
+    own = screen_runs(root).drop_duplicates("run").set_index("run")["cam_miou_val"]
+    return pd.DataFrame([{"method": r["method"], "seed": int(r["seed"]), "epochs": int(r["epochs"]),
+                          "CAM source": r["source"], "scales (+ flip)": r["scales"],
+                          "CAM mIoU (val)": _pct(r["cam_miou_val"]), "CAM mIoU (train)": _pct(r["cam_miou_train"]),
+                          "own CAM, scale 1 (val)": _pct(own.get(r["run"], math.nan))}
+                         for _, r in runs.iterrows()])
+
+
 def _delta(ours: pd.DataFrame, a: str, b: str, key: str = "cam_miou_train") -> tuple[float, float, int]:
     """Our change of a metric (points) from row a to row b: mean difference, the larger std, min seeds."""
     s = summarise(ours[ours["row"].isin([a, b])], [key]).set_index("row")
