@@ -334,7 +334,7 @@ def reading(root: Path | None = None) -> str:
 TABLES: dict[str, Callable[[Path | None], pd.DataFrame]] = {
     "synthetic": synthetic_table, "real": real_table, "claims": claims_table,
     "ablations": ablation_table, "ablation-rows": ablation_rows_table, "figures": figures_table,
-    "real-screen": real_screen_table,
+    "real-screen": real_screen_table, "real-curves": learning_curve_table, "real-rescore": rescore_table,
 }
 
 

@@ -50,6 +50,18 @@ display.markdown(display.markdown_table(report.claims_table()))
 display.markdown(display.markdown_table(report.real_screen_table()))
 
 # %% [markdown]
+# Trained longer on the real tiles: each run's CAMs scored after every epoch (the learning
+# curve; CISM in the anchors' order, its own losses from epoch 2), and the same weights rescored
+# without retraining, at three test-time scales and, for CISM, from its class-specific weighting
+# of Eq. 14:
+
+# %%
+display.markdown(display.markdown_table(report.learning_curve_table()))
+
+# %%
+display.markdown(display.markdown_table(report.rescore_table()))
+
+# %% [markdown]
 # ## Each component's gain: Tables 4-8
 #
 # The change of CAM mIoU (train split, threshold chosen on val) that each component brings, the
