@@ -327,8 +327,11 @@ def learning_curves(curves: Mapping[str, Sequence[pd.DataFrame]], metric: str = 
         colour = f"C{i}"
         wide = pd.concat([t.set_index("epoch")[metric].rename(n) for n, t in enumerate(tables)], axis=1) * 100
         mean = wide.mean(axis=1)
-        seeds = int(wide.notna().sum(axis=1).max())
-        ax.plot(mean.index, mean, marker="o", color=colour, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+        counts = wide.notna().sum(axis=1)
+        seeds, fewest = int(counts.max()), int(counts.min())
+        # a seed still training has fewer epochs: the legend says how many seeds each point averages
+        n = f"{seeds} seed{'s' if seeds > 1 else ''}" if fewest == seeds else f"{fewest}-{seeds} seeds by epoch"
+        ax.plot(mean.index, mean, marker="o", color=colour, label=f"{label} ({n})")
         if seeds > 1:
             ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=colour, alpha=0.2, linewidth=0)
     for i, (label, value) in enumerate((paper or {}).items()):

@@ -121,6 +121,10 @@ def test_the_curves_figure_has_a_line_per_method_and_a_band_over_seeds():
     assert len(ax.collections) == 1  # one band: the method with two seeds
     assert any(line.get_ydata()[0] == 32.2 for line in ax.get_lines())  # the paper's mark
     assert any("paper: CISM 32.2" in t.get_text() for t in ax.texts)
+    # a seed still training (one epoch so far): the legend says the count varies by epoch
+    fig = viz.learning_curves({"CISM": [curve([0.08, 0.1, 0.12]), curve([0.09, 0.11, 0.13]).head(1)]})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["CISM (1-2 seeds by epoch)"].get_ydata().tolist() == pytest.approx([8.5, 10.0, 12.0])
 
 
 def test_cism_curve_draws_the_figure(curved, monkeypatch, tmp_path, capsys):
