@@ -303,15 +303,17 @@ def curve_label(cfg: RunConfig) -> str:
     return label + (f", aux losses from epoch {cfg.train.aux_from_epoch}" if cfg.train.aux_from_epoch > 1 else "")
 
 
-def _line_head(cfg: RunConfig, rd: Path) -> dict[str, Any]:
+def _line_head(cfg: RunConfig, rd: Path, source: str | None = None) -> dict[str, Any]:
     """What every results line of a run starts with: the run, its curve label, seed and length,
-    the scoring protocol, and the machine and precision it ran with."""
+    the scoring protocol (with the CAM source where it is not W_c's own), and the machine and
+    precision it ran with."""
     versions = RunFolder(rd).versions
     record = json.loads(versions.read_text()) if versions.is_file() else {}
     train, val = _eval_splits(cfg)
     return {"run": rd.name, "method": curve_label(cfg), "seed": cfg.train.seed, "epochs": cfg.train.epochs,
             "train_images": cfg.data.max_train, "threshold_images": cfg.cam.max_train,
-            "protocol": f"{val} scored with the threshold chosen on {train} and vice versa; scales "
+            "protocol": f"{val} scored with the threshold chosen on {train} and vice versa; "
+                        f"{f'CAM source {source}, ' if source else ''}scales "
                         f"{'/'.join(map(str, cfg.cam.scales))}{' + flip' if cfg.cam.flip else ''}, no CRF",
             "precision": record.get("precision"), "threads": record.get("torch_threads"), "cpu": record.get("cpu")}
 
@@ -326,6 +328,11 @@ def cam_variant(source: str, scales: Sequence[float] | None = None) -> str:
     """A rescoring's name: the CAM source (CISMNet.cam_source), and the test-time scales where
     they are not the run's own (`classifier_scales0.5-0.75-1`)."""
     return source if scales is None else f"{source}_scales{'-'.join(f'{float(s):g}' for s in scales)}"
+
+
+def _rescored(cfg: RunConfig, scales: Sequence[float] | None) -> RunConfig:
+    """The run's config with other test-time scales (None: its own)."""
+    return cfg if scales is None else replace(cfg, **{"cam.scales": tuple(float(s) for s in scales)})
 
 
 def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc", "product"),
@@ -343,7 +350,7 @@ def score_cam_sources(cfg: RunConfig, rd: Path, sources: Sequence[str] = ("slsc"
     import shutil
 
     folder = RunFolder(rd)
-    scored = cfg if scales is None else replace(cfg, **{"cam.scales": tuple(float(s) for s in scales)})
+    scored = _rescored(cfg, scales)
     summary: dict[str, Any] = {}
     for source in sources:
         variant = cam_variant(source, scales)
@@ -369,18 +376,14 @@ def rescore_lines(cfg: RunConfig, rd: Path, summary: dict[str, Any], sources: Se
     _line_head with the protocol of the rescoring (its source and scales)."""
     import pandas as pd
 
-    train, val = _eval_splits(cfg)
-    used = tuple(float(s) for s in (scales or cfg.cam.scales))
+    scored = _rescored(cfg, scales)
     rows = []
     for source in sources:
         variant = cam_variant(source, scales)
-        head = _line_head(cfg, rd)
-        head["protocol"] = (f"{val} scored with the threshold chosen on {train} and vice versa; CAM source "
-                            f"{source}, scales {'/'.join(f'{s:g}' for s in used)}"
-                            f"{' + flip' if cfg.cam.flip else ''}, no CRF")
         scores = {f"cam_{what}_{split}": summary[f"cam_{what}_{split}_{variant}"]
-                  for split in (train, val) for what in ("miou", "oa", "threshold")}
-        rows.append({**head, "source": source, "scales": "/".join(f"{s:g}" for s in used), **scores})
+                  for split in _eval_splits(cfg) for what in ("miou", "oa", "threshold")}
+        rows.append({**_line_head(scored, rd, source), "source": source,
+                     "scales": "/".join(f"{s:g}" for s in scored.cam.scales), **scores})
     return pd.DataFrame(rows)
 
 
@@ -468,8 +471,8 @@ def segmenter_scored(cfg: RunConfig, train_ds: Any, mask_dir: Path, open_val: Ca
             return {"val_miou": m["miou"], "val_oa": m["oa"], "val_images": len(head)}
 
     model, history = train_segmenter(model, pseudo, cfg.seg, device, out, progress=progress, seed=seg_seed(cfg),
-                              amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
-                              fused_optimizer=cfg.train.fused_optimizer, on_epoch=curve)
+                                     amp=cfg.train.amp, depthwise_grad=cfg.train.depthwise_grad,
+                                     fused_optimizer=cfg.train.fused_optimizer, on_epoch=curve)
     m = evaluate_segmenter(model, val_ds, device, split=split, amp=cfg.train.amp,
                            scales=tuple(cfg.seg.eval_scales), flip=cfg.seg.eval_flip)
     if (tuple(cfg.seg.eval_scales), cfg.seg.eval_flip) != ((1.0,), False):  # and the plain protocol

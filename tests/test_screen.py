@@ -142,7 +142,7 @@ def test_rescore_remakes_a_runs_cams_at_other_scales_and_its_own_scales_reproduc
     meta = json.loads((rd / "metrics" / "cam_classifier_scales0.5-1_val.json").read_text())["protocol"]
     assert meta["scales"] == [0.5, 1.0] and meta["cam_source"] == "classifier" and meta["threshold_selected_on"] == "train"
     assert not (rd / "cams_classifier_scales0.5-1").exists()       # CAM files go once scored
-    assert "scales 0.5/1, no CRF" in lines.loc["0.5/1", "protocol"] and lines.loc["0.5/1", "seed"] == 0
+    assert "CAM source classifier, scales 0.5/1.0, no CRF" in lines.loc["0.5/1", "protocol"] and lines.loc["0.5/1", "seed"] == 0
     capsys.readouterr()
     assert main(["rescore", str(rd), "--quiet"]) == 2                # the run's own CAMs: nothing to rescore
     assert "scored by its eval stage" in capsys.readouterr().err

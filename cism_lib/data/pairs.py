@@ -112,15 +112,11 @@ class PairDataset(_Indexed):
         candidates = np.flatnonzero(holders.any(axis=0))
         holders = holders.copy()
         holders[:, np.asarray(exclude, dtype=np.int64)] = False
-        if self.sampling == "class":
-            usable = holders[holders.any(axis=1)]
-            if len(usable) == 0:
-                return int(candidates[0])
-            others = np.flatnonzero(usable[rng.integers(len(usable))])
-        else:
-            others = np.flatnonzero(holders.any(axis=0))
-            if len(others) == 0:
-                return int(candidates[0])
+        usable = holders[holders.any(axis=1)]  # the query's classes another image holds
+        if len(usable) == 0:
+            return int(candidates[0])
+        pool = usable[rng.integers(len(usable))] if self.sampling == "class" else usable.any(axis=0)
+        others = np.flatnonzero(pool)
         return int(others[rng.integers(len(others))])
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -44,9 +44,10 @@ def screen_flags(overrides: Mapping[str, Any]) -> str:
                      if k not in _BUDGET_KEYS and k not in SCORING_ONLY)
 
 
-def screen_row_name(label: str, flags: Any) -> str:
-    """A screen row as the summaries show it: its label, and the flags it ran with in brackets."""
-    return f"{label} [{flags}]" if isinstance(flags, str) and flags else label
+def screen_row_name(label: str, flags: str) -> str:
+    """A screen row as the summaries show it (lines through with_screen_budget): its label, and
+    the flags it ran with in brackets."""
+    return f"{label} [{flags}]" if flags else label
 
 
 def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1), progress: bool = True,

@@ -20,6 +20,13 @@ from cism_lib.models.slsc import (normalise_cam, pixel_confidence, prototype_sim
 
 
 
+def _no_autocast(t: torch.Tensor):
+    """A context in which the CISM heads run in fp32 under an outer bf16 autocast (autocast knows
+    no "meta" device: the FLOP counter runs the model there)."""
+    kind = t.device.type
+    return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     """A half-precision tensor as fp32 (fp32 and fp64 pass unchanged)."""
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
@@ -92,9 +99,7 @@ class CISMNet(nn.Module):
             # The CISM heads (PV, PIE, SLSC, CSM, NSC) run in fp32 even under bf16 autocast: with
             # them in bf16 the cpu profile's full CISM lost CAM mIoU (docs/results.md, bf16 parity); they
             # cost little next to the backbone.
-            kind = f_q.device.type
-            off = torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
-            with off:  # (autocast knows no "meta" device: the FLOP counter runs the model there)
+            with _no_autocast(f_q):
                 out.update(self._cism_heads(*(_full(t) for t in (f_q, f_r, cam_q, cam_r)), keep=keep))
         if self.aux_log_var is not None:
             out["aux_log_var"] = self.aux_log_var
@@ -192,14 +197,13 @@ class CISMNet(nn.Module):
         if self.cfg.method != "cism":
             raise ConfigError("cam source 'specific' is CISM's class-specific weighting (Eq. 14); "
                               f"this run's method is {self.cfg.method}")
-        kind = feats.device.type
-        with torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext():
+        with _no_autocast(feats):
             f = _full(feats)
             cam = self.classifier(f)
             e = self.prototype(f) if self.prototype else f
             x = a = None
             if self.interaction is not None:
-                x, _ = self.interaction(e, e)
+                x = self.interaction.transform(e)  # the image is both sides of the pair
                 a, _ = matching_maps(x, x, self.cfg.pie_norm, self.cfg.sim_centre)
             keep: dict[str, torch.Tensor] = {}
             self._slsc(f, cam, e, (cam, x, a), keep)
