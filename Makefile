@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 PROFILE  ?= cpu
 STAMP    := $(VENV)/.cism-installed
 
-.PHONY: setup test test-lib test-notebooks test-browser test-slow reproduce screen lab bench bench-gpu lint mutate clean help
+.PHONY: setup test test-lib test-notebooks test-browser test-slow reproduce screen study lab bench bench-gpu lint mutate clean help
 
 help:
 	@echo "make setup      create $(VENV) and install cism_lib[dev] with the pinned versions (constraints.txt)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-browser  JupyterLab in headless Chromium (needs apt-get install chromium; installs playwright)"
 	@echo "make reproduce  train the profile's runs (JOBS at once), then every notebook with papermill (PROFILE=cpu|smoke|paper|isaid512), regenerating figures/ and results/; HTML report build/<profile>/index.html"
 	@echo "make screen     the CISM readings on the real tiles (CISM_ISAID_ROOT; SCREEN_ARGS=\"--rows CAM CISM --seeds 0\")"
+	@echo "make study      the CISM issue's convergence study on the real tiles (CISM_ISAID_ROOT; STUDY_EPOCHS=8, STUDY_ARGS=\"--threads 1\"): curves, seeds, ablation, figure"
 	@echo "make lab        start JupyterLab"
 	@echo "make bench      CPU benchmarks -> results/bench.json, docs/benchmarks.md"
 	@echo "make lint       ruff with the project's rules (pyproject.toml; needs ruff installed)"
@@ -55,6 +56,25 @@ reproduce: setup
 # SCREEN_ARGS="--rows CAM CISM --seeds 0" runs a part. About 8 min per row and seed on 2 cores.
 screen: setup
 	$(PY) -m cism_lib.cli screen $(SCREEN_ARGS)
+
+# The CISM issue's convergence study on the real tiles (CISM_ISAID_ROOT; docs/reproduction.md,
+# "The convergence study"): every run STUDY_EPOCHS long on all 2300 tiles, its CAMs scored after
+# epochs 1, 2, 4, 6 and its last (results/isaid512/curve_runs.csv); CISM in the anchors' order
+# (its own losses from epoch 2). First one seed of each curve, then the other seeds, then CISM
+# without each component at seed 0, then the figure. Each screen resumes every run from its last
+# finished epoch, so the same command continues an interrupted study.
+STUDY_EPOCHS ?= 8
+STUDY := $(PY) -m cism_lib.cli screen --tiles 2300 --cam-tiles 300 --epochs $(STUDY_EPOCHS) $(STUDY_ARGS)
+ANCHORS := --train.aux_from_epoch 2
+study: setup
+	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CAM CIAN --seeds 0
+	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CISM --seeds 0 $(ANCHORS)
+	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CAM --seeds 1 2
+	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CIAN --seeds 1
+	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CISM --seeds 1 2 $(ANCHORS)
+	$(STUDY) --rows "CISM, no PV" "CISM, no PIE" "CISM, no SLSC" "CISM, no L_csm" "CISM, no L_nsc" "CISM + MCSG" --seeds 0 $(ANCHORS)
+	$(PY) -m cism_lib.cli curve --csv results/isaid512/curve_runs.csv --figure isaid512_curves --profile isaid512
+	$(PY) -m cism_lib.cli screen --summary
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

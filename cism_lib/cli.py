@@ -123,14 +123,18 @@ def _cmd_chain_figure(args: argparse.Namespace) -> None:
 
 
 def _cmd_curve(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from cism_lib import pipeline
     from cism_lib.config import load_config
     from cism_lib.display import markdown_table
-    from cism_lib.errors import FolderBusyError
+    from cism_lib.errors import ConfigError, DataError, FolderBusyError
+    from cism_lib.experiments import merge_lines
     from cism_lib.runfolder import RunFolder
     from cism_lib.runtime import folder_lock
 
-    curves: dict[str, list] = {}
+    if not args.run and not (args.csv and args.figure):
+        raise ConfigError("cism curve: name run folders, or give --csv FILE --figure NAME to draw FILE's lines")
     lines = []
     for rd in args.run:
         cfg = load_config(RunFolder(rd).config)
@@ -143,16 +147,16 @@ def _cmd_curve(args: argparse.Namespace) -> None:
         print(f"{rd} ({pipeline.curve_label(cfg)}, seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
         print(markdown_table(table.round(4)) if len(table) else "  no snapshot yet (train.curve_epochs)")
         if len(table):
-            curves.setdefault(pipeline.curve_label(cfg), []).append(table)
             lines.append(pipeline.curve_lines(cfg, rd, table))
     if args.csv and lines:
-        import pandas as pd
-
-        from cism_lib.experiments import merge_lines
-
         merge_lines(pd.concat(lines, ignore_index=True), args.csv, key=("run", "epoch"))
         print(f"written: {args.csv}")
-    if args.figure and curves:
+    if args.csv and not args.csv.is_file():
+        raise DataError(f"{args.csv}: no such file; name the runs whose curve lines it should hold")
+    # with --csv the figure draws every line of the file (what is committed), else the runs named
+    shown = pd.read_csv(args.csv) if args.csv else pd.concat(lines, ignore_index=True) if lines else None
+    curves = pipeline.curves_of_lines(shown) if args.figure and shown is not None else {}
+    if curves:
         from cism_lib import viz
         from cism_lib.experiments import paper_table
 
@@ -330,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Scores every kept epoch snapshot (train/epoch_<N>.pt) not scored yet: "
                         "CAMs of both splits, each scored with the threshold chosen on the other, into "
                         "<run>/curve/epoch_<N>/; prints mIoU, OA, threshold and the epoch's mean losses.")
-    cu.add_argument("run", type=Path, nargs="+", help="run folders")
+    cu.add_argument("run", type=Path, nargs="*", help="run folders (none: with --csv and --figure, draw FILE's lines)")
     cu.add_argument("--quiet", action="store_true", help="no progress bars")
     cu.add_argument("--figure", default=None, metavar="NAME",
                     help="also draw the curves (val mIoU against epoch, one line per method, seeds as a band, "
@@ -338,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--profile", default="isaid512", help="figures/<profile>/ (cpu: figures/)")
     cu.add_argument("--csv", type=Path, default=None, metavar="FILE",
                     help="also write the curves' lines (run, method, seed, epoch, scores, losses, protocol) to "
-                    "FILE, replacing the lines of the same run and epoch (e.g. results/isaid512/curve_runs.csv)")
+                    "FILE, replacing the lines of the same run and epoch (e.g. results/isaid512/curve_runs.csv); "
+                    "--figure then draws every line of FILE")
     cu.set_defaults(func=_cmd_curve)
     rs = sub.add_parser("rescore", help="a trained run's CAMs made another way, without retraining",
                         description="CAMs of both splits from the run's final weights with another CAM source "

@@ -298,9 +298,14 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
 
 
 def curve_label(cfg: RunConfig) -> str:
-    """A learning curve's name: the method, and the anchors' order of training where it is used."""
-    label = cfg.model.method.upper()
-    return label + (f", aux losses from epoch {cfg.train.aux_from_epoch}" if cfg.train.aux_from_epoch > 1 else "")
+    """A learning curve's name: the method, and each of the anchors' training practices it uses
+    (the CISM issue's study compares them), so that curves of different practices never pool."""
+    t = cfg.train
+    practices = [f"aux losses from epoch {t.aux_from_epoch}" if t.aux_from_epoch > 1 else "",
+                 "class-first pairs" if cfg.data.pair_sampling == "class" else "",
+                 f"frozen stem + {t.frozen_stages} stages" if t.frozen_stages else "",
+                 "frozen BN" if t.freeze_bn else ""]
+    return ", ".join([cfg.model.method.upper(), *filter(None, practices)])
 
 
 def _line_head(cfg: RunConfig, rd: Path, source: str | None = None) -> dict[str, Any]:
@@ -322,6 +327,16 @@ def curve_lines(cfg: RunConfig, rd: Path, table: pd.DataFrame) -> pd.DataFrame:
     """A score_curve table as results lines, each headed by the run's _line_head."""
     head = _line_head(cfg, rd)
     return table.assign(**head)[list(head) + list(table.columns)]
+
+
+def curves_of_lines(lines: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
+    """Curve lines (curve_lines, e.g. a curve_runs.csv) as viz.learning_curves wants them: one
+    curve per run, grouped by method and schedule length (the poly decay spans the schedule, so
+    epoch 1 of a 2-epoch and of an 8-epoch run are different points), in the lines' order."""
+    curves: dict[str, list[pd.DataFrame]] = {}
+    for (method, epochs, _), run in lines.groupby(["method", "epochs", "run"], sort=False):
+        curves.setdefault(f"{method}, {int(epochs)}-epoch schedule", []).append(run.sort_values("epoch"))
+    return curves
 
 
 def cam_variant(source: str, scales: Sequence[float] | None = None) -> str:

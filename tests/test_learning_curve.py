@@ -150,3 +150,37 @@ def test_cism_curve_writes_its_lines_and_replaces_its_own(curved, tmp_path):
     mine = table[table["run"] == rd.name].set_index("epoch")
     assert mine.loc[3, "cam_miou_val"] == round(pipeline.read_metrics(rd)["cam_miou_val"], 4)  # as every results CSV
     assert set(mine["method"]) == {"CISM"} and "threshold chosen on train" in mine["protocol"].iloc[0]
+
+
+def test_cism_curve_draws_every_line_of_its_csv(curved, monkeypatch, tmp_path):
+    """With --csv, the figure is the file's lines (what is committed), grouped by method and
+    schedule: the same method trained to another length is another curve."""
+    import pandas as pd
+
+    from cism_lib import viz
+
+    _, rd = curved
+    path = tmp_path / "curve_runs.csv"
+    assert cli_main(["curve", str(rd), "--quiet", "--csv", str(path)]) == 0
+    lines = pd.read_csv(path)
+    longer = lines.assign(run="cism-longer", epochs=8, cam_miou_val=lines["cam_miou_val"] + 0.1)
+    pd.concat([lines, longer]).to_csv(path, index=False)
+    drawn = {}
+    monkeypatch.setattr(viz, "save_figure", lambda fig, name, profile: drawn.update(fig=fig) or tmp_path / "x.png")
+    assert cli_main(["curve", "--csv", str(path), "--figure", "lc"]) == 0  # no run named: the file's lines
+    labels = {line.get_label(): line for line in drawn["fig"].axes[0].get_lines()}
+    assert set(labels) >= {"CISM, 3-epoch schedule (1 seed)", "CISM, 8-epoch schedule (1 seed)"}
+    assert labels["CISM, 8-epoch schedule (1 seed)"].get_ydata().tolist() == pytest.approx(
+        (100 * longer["cam_miou_val"]).tolist())
+    assert cli_main(["curve", "--figure", "lc"]) == 2  # nothing to draw: a one-line error
+    assert cli_main(["curve", "--csv", str(tmp_path / "none.csv"), "--figure", "lc"]) == 2
+
+
+def test_a_curve_is_named_by_its_method_and_the_anchors_practices(tmp_path):
+    plain = tiny_config(tmp_path, **{"train.epochs": 3})
+    assert pipeline.curve_label(plain) == "CISM"
+    practices = replace(plain, **{"train.aux_from_epoch": 2, "data.pair_sampling": "class", "train.freeze_bn": True,
+                                  "train.frozen_stages": 3})
+    assert pipeline.curve_label(practices) == ("CISM, aux losses from epoch 2, class-first pairs, "
+                                               "frozen stem + 3 stages, frozen BN")
+    assert pipeline.curve_label(replace(plain, **{"model.method": "cam"})) == "CAM"

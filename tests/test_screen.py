@@ -42,6 +42,12 @@ def test_every_screen_row_is_its_own_configuration(tiles) -> None:
     assert by_label["CAM"].method == "cam" and by_label["CIAN + self L_ml"].self_ml
     assert not by_label["CISM, no CIAN affinity"].cross_affinity
     assert by_label["CISM, literal SLSC"].sl_scorer == "cam" and not by_label["CISM, literal SLSC"].sl_detach
+    # the converged ablation: CISM less one component each
+    assert not by_label["CISM, no PV"].use_pv and by_label["CISM, no PV"].use_pie
+    assert not by_label["CISM, no PIE"].use_pie and by_label["CISM, no PIE"].use_pv
+    assert not by_label["CISM, no SLSC"].use_slsc and by_label["CISM, no SLSC"].losses == ("ml", "csm", "nsc")
+    assert by_label["CISM, no L_csm"].losses == ("ml", "sl", "nsc") and by_label["CISM, no L_nsc"].losses == ("ml", "sl", "csm")
+    assert by_label["CISM + MCSG"].method == "cism" and configs[[r.label for r in rows].index("CISM + MCSG")].data.mcsg
 
 
 def test_screen_needs_the_real_tiles(monkeypatch, tmp_path) -> None:
@@ -74,6 +80,20 @@ def test_screen_runs_scores_val_and_merges_its_csv(tiles, monkeypatch, capsys) -
     ex.run_screen(["CISM"], seeds=(0,), progress=False, **{"data.max_train": 4}, **TINY)  # reused
     assert len(pd.read_csv(tiles / "results" / "isaid512" / "screen_runs.csv")) == 2
     assert "CAM" in capsys.readouterr().out
+
+
+def test_a_screen_run_with_a_curve_writes_its_curve_lines(tiles, monkeypatch) -> None:
+    """train.curve_epochs: the screen writes the run's curve (each kept epoch and the last) to
+    curve_runs.csv beside screen_runs.csv; the last point is the screen line's own score."""
+    monkeypatch.setattr(ex.screen, "_load_profile", _tmp_runs(ex._load_profile, tiles))
+    df = ex.run_screen(["CAM"], seeds=(0,), progress=False, **{"data.max_train": 4, "train.epochs": 2,
+                                                                "train.curve_epochs": "1"}, **TINY)
+    curve = pd.read_csv(tiles / "results" / "isaid512" / "curve_runs.csv")
+    assert curve["run"].tolist() == [df["run"].iloc[0]] * 2 and curve["epoch"].tolist() == [1, 2]
+    assert set(curve["method"]) == {"CAM"} and set(curve["epochs"]) == {2}
+    assert curve["cam_miou_val"].iloc[1] == pytest.approx(df["cam_miou_val"].iloc[0], abs=1e-4)
+    assert 0 <= curve["cam_miou_val"].iloc[0] <= 1 and curve["steps"].iloc[1] == 2 * curve["steps"].iloc[0]
+    assert "curve_epochs" not in df["flags"].iloc[0]  # the curve changes no weight: not a flag of the line
 
 
 @pytest.mark.parametrize("flags, sources", [([], None), (["--cam-sources"], ("slsc", "product")),

@@ -17,7 +17,7 @@ from cism_lib.experiments.profiles import CAM_STAGES, SCREEN_BUDGET, _load_profi
 from cism_lib.experiments.records import merge_lines, read_history, run_record
 from cism_lib.experiments.tables import SCREEN, SCREEN_REF, Row
 from cism_lib.outputs import output_dir
-from cism_lib.pipeline import run_all, score_cam_sources
+from cism_lib.pipeline import curve_lines, run_all, score_cam_sources, score_curve
 from cism_lib.runfolder import ISAID_ENV, RunFolder, train_history
 from cism_lib.runtime import progress_bar
 
@@ -59,7 +59,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     cam_miou_<split>_<source>).
 
     Seeds go round the rows (every row's seed 0, then every row's seed 1), so a screen cut short
-    still has one seed of every row. Written to results/isaid512/screen_runs.csv after each run.
+    still has one seed of every row. Written to results/isaid512/screen_runs.csv after each run;
+    a run with `train.curve_epochs` also writes its curve's lines to curve_runs.csv beside it.
     """
     known = {r.label: r for r in SCREEN}
     missing = [x for x in labels or () if x not in known]
@@ -68,6 +69,7 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
     rows = [known[x] for x in labels] if labels else SCREEN
     base = screen_config(**overrides)
     path = output_dir("results", "isaid512") / "screen_runs.csv"
+    curves = path.with_name("curve_runs.csv")
     records = []
     for seed, row in progress_bar([(s, r) for s in seeds for r in rows], desc="screen", disable=not progress):
         cfg = _screen_row_config(row, seed, base, known, progress)
@@ -83,6 +85,8 @@ def run_screen(labels: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1
         records.append({**run_record("screen", row, seed, cfg, rd, report=cfg.data.val_split), **budget,
                         "flags": screen_flags(overrides), **grads})
         merge_lines(pd.DataFrame(records[-1:]), path, key=("run",))  # other rows, seeds and budgets stay
+        if cfg.train.curve_epochs:  # its snapshots were scored as it trained; here they are read
+            merge_lines(curve_lines(cfg, rd, score_curve(cfg, rd, score=())), curves, key=("run", "epoch"))
     return pd.DataFrame(records)
 
 

@@ -82,6 +82,14 @@ SCREEN: list[Row] = [
     # is common to the pair more often (data.pairs.shared_class_chance)
     Row("CISM, class-first pairs", {**CISM, "data.pair_sampling": "class"}),
     Row("CIAN, class-first pairs", {**BASELINE, "data.pair_sampling": "class"}),
+    # The converged ablation (Tables 4-8 at the study's length): CISM without one component each,
+    # and with MCSG; run with the CISM curve's flags (e.g. --train.aux_from_epoch 2)
+    Row("CISM, no PV", _cism(use_pv=False)),
+    Row("CISM, no PIE", _cism(use_pie=False)),
+    Row("CISM, no SLSC", _cism(use_slsc=False, losses=NO_SLSC)),
+    Row("CISM, no L_csm", _cism(losses=("ml", "sl", "nsc"))),
+    Row("CISM, no L_nsc", _cism(losses=("ml", "sl", "csm"))),
+    Row("CISM + MCSG", {**CISM, **WITH_MCSG}),
 ]
 SCREEN_REF = "@screen:"  # a train.init_from value naming another screen row's checkpoint (same seed)
 
