@@ -155,16 +155,11 @@ def _cmd_curve(args: argparse.Namespace) -> None:
         raise DataError(f"{args.csv}: no such file; name the runs whose curve lines it should hold")
     # with --csv the figure draws every line of the file (what is committed), else the runs named
     shown = pd.read_csv(args.csv) if args.csv else pd.concat(lines, ignore_index=True) if lines else None
-    curves = pipeline.curves_of_lines(shown) if args.figure and shown is not None else {}
-    if curves:
+    if args.figure and shown is not None:
         from cism_lib import viz
-        from cism_lib.experiments import paper_table
+        from cism_lib.report import learning_curve_figure
 
-        paper = paper_table("table1").set_index("model")["mIoU"]
-        marks = {m: float(paper[m]) for m in ("CIAN", "CISM") if m in paper.index and
-                 any(label.startswith(m) for label in curves)}
-        fig = viz.learning_curves(curves, paper=marks)
-        print(f"written: {viz.save_figure(fig, args.figure, args.profile)}")
+        print(f"written: {viz.save_figure(learning_curve_figure(shown), args.figure, args.profile)}")
 
 
 def _cmd_rescore(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -164,6 +165,21 @@ def learning_curve_table(root: Path | None = None) -> pd.DataFrame:
                       "CAM mIoU (val)": _mean_std(g["cam_miou_val"]), "CAM mIoU (train)": _mean_std(g["cam_miou_train"]),
                       "L_ml": f"{g['loss_ml'].mean():.3f}"})
     return pd.DataFrame(lines)
+
+
+def learning_curve_figure(lines: pd.DataFrame | None = None, root: Path | None = None) -> Any:
+    """The real-tile learning curves as a figure: val mIoU against epoch, one line per method and
+    schedule (pipeline.curves_of_lines), seeds as a band, the paper's Table 1 CAM mIoU of CIAN and
+    CISM as marks where those methods are drawn. `lines`: curve lines (default: the committed
+    results/isaid512/curve_runs.csv)."""
+    from cism_lib import viz
+    from cism_lib.pipeline import curves_of_lines
+
+    curves = curves_of_lines(results_csv("isaid512/curve_runs", root) if lines is None else lines)
+    paper = paper_table("table1").set_index("model")["mIoU"]
+    marks = {m: float(paper[m]) for m in ("CIAN", "CISM")
+             if m in paper.index and any(label.startswith(m) for label in curves)}
+    return viz.learning_curves(curves, paper=marks)
 
 
 def rescore_table(root: Path | None = None) -> pd.DataFrame:

@@ -58,6 +58,13 @@ display.markdown(display.markdown_table(report.real_screen_table()))
 # %%
 display.markdown(display.markdown_table(report.learning_curve_table()))
 
+# %% [markdown]
+# The same lines as curves (one line per method and schedule, seeds as a band where there are
+# several, the paper's Table 1 figures as marks): `figures/isaid512/isaid512_curves.png`.
+
+# %%
+report.learning_curve_figure()
+
 # %%
 display.markdown(display.markdown_table(report.rescore_table()))
 
