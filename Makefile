@@ -66,12 +66,13 @@ screen: setup
 STUDY_EPOCHS ?= 8
 STUDY := $(PY) -m cism_lib.cli screen --tiles 2300 --cam-tiles 300 --epochs $(STUDY_EPOCHS) $(STUDY_ARGS)
 ANCHORS := --train.aux_from_epoch 2
+CURVE := --train.curve_epochs 1,2,4,6
 study: setup
-	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CAM CIAN --seeds 0
-	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CISM --seeds 0 $(ANCHORS)
-	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CAM --seeds 1 2
-	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CIAN --seeds 1
-	$(STUDY) --train.curve_epochs 1,2,4,6 --rows CISM --seeds 1 2 $(ANCHORS)
+	$(STUDY) $(CURVE) --rows CAM CIAN --seeds 0
+	$(STUDY) $(CURVE) --rows CISM --seeds 0 $(ANCHORS)
+	$(STUDY) $(CURVE) --rows CAM --seeds 1 2
+	$(STUDY) $(CURVE) --rows CIAN --seeds 1
+	$(STUDY) $(CURVE) --rows CISM --seeds 1 2 $(ANCHORS)
 	$(STUDY) --rows "CISM, no PV" "CISM, no PIE" "CISM, no SLSC" "CISM, no L_csm" "CISM, no L_nsc" "CISM + MCSG" --seeds 0 $(ANCHORS)
 	$(PY) -m cism_lib.cli curve --csv results/isaid512/curve_runs.csv --figure isaid512_curves --profile isaid512
 	$(PY) -m cism_lib.cli screen --summary

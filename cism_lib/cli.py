@@ -151,11 +151,13 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     if args.csv and lines:
         merge_lines(pd.concat(lines, ignore_index=True), args.csv, key=("run", "epoch"))
         print(f"written: {args.csv}")
+    if not args.figure:
+        return
     if args.csv and not args.csv.is_file():
         raise DataError(f"{args.csv}: no such file; name the runs whose curve lines it should hold")
     # with --csv the figure draws every line of the file (what is committed), else the runs named
     shown = pd.read_csv(args.csv) if args.csv else pd.concat(lines, ignore_index=True) if lines else None
-    if args.figure and shown is not None:
+    if shown is not None:
         from cism_lib import viz
         from cism_lib.report import learning_curve_figure
 
