@@ -1,9 +1,17 @@
-"""Confusion-matrix metrics (mIoU, OA) and the honest background-threshold protocol for CAMs.
+"""Confusion-matrix metrics (mIoU, OA, the error shares) and the honest background-threshold
+protocol for CAMs.
 
 Metrics are fractions in [0, 1]. A class that appears in neither the ground truth nor the
 predictions of the whole evaluated set has IoU NaN and is left out of the mIoU (and of mAcc when
 absent from the ground truth); a class predicted but absent from the ground truth has IoU 0 and
 counts. This matches the usual `nanmean` convention of the torchvision references and mmseg.
+
+The error shares split what each class's IoU misses: of the union of its ground truth and its
+prediction, the false-positive share `fp` (predicted c, truly another class) and the
+false-negative share `fn` (truly c, predicted another), so that IoU + fp + fn = 1 for every class
+and mIoU + mFP + mFN = 1 over the classes the mIoU counts. A CAM that spreads over background
+raises fp; one that covers only an object's most telling part raises fn: which of the two a
+method trades is what a mIoU alone cannot say.
 """
 from __future__ import annotations
 
@@ -33,6 +41,13 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         self.mat: torch.Tensor | None = None
 
+    @classmethod
+    def of(cls, confusion: Sequence[Sequence[int]], ignore_index: int = IGNORE_INDEX) -> ConfusionMatrix:
+        """The matrix of stored counts (a `compute()["confusion"]`), to compute its metrics again."""
+        cm = cls(len(confusion), ignore_index)
+        cm.mat = torch.as_tensor(confusion, dtype=torch.int64)
+        return cm
+
     def update(self, gt: np.ndarray | torch.Tensor, pred: np.ndarray | torch.Tensor) -> None:
         """Add the pixels of one or more label maps; gt == ignore_index pixels are skipped."""
         gt_t, pred_t = torch.as_tensor(gt), torch.as_tensor(pred)
@@ -60,19 +75,25 @@ class ConfusionMatrix:
             torch.distributed.all_reduce(self.mat)
 
     def compute(self) -> dict[str, Any]:
-        """mIoU, per-class IoU, overall accuracy (OA), mean class accuracy and the matrix."""
+        """mIoU, per-class IoU, overall accuracy (OA), mean class accuracy, the error shares (per-class
+        `fp` and `fn` and their means `mfp` and `mfn`, module docstring) and the matrix."""
         n = self.num_classes
         mat = torch.zeros(n, n, dtype=torch.int64) if self.mat is None else self.mat.cpu()
         h = mat.double()
         diag, gt_sum, pred_sum = h.diag(), h.sum(1), h.sum(0)
         union = gt_sum + pred_sum - diag
-        iou = torch.where(union > 0, diag / union.clamp(min=1), torch.full_like(diag, math.nan))
+
+        def share(x: torch.Tensor) -> torch.Tensor:  # a share of each class's union (NaN without one)
+            return torch.where(union > 0, x / union.clamp(min=1), torch.full_like(diag, math.nan))
+
+        iou, fp, fn = share(diag), share(pred_sum - diag), share(gt_sum - diag)
         acc = torch.where(gt_sum > 0, diag / gt_sum.clamp(min=1), torch.full_like(diag, math.nan))
         total = h.sum().item()
         return {
             "miou": _nanmean(iou), "iou": iou.tolist(),
             "oa": diag.sum().item() / total if total else math.nan,
             "macc": _nanmean(acc), "acc": acc.tolist(),
+            "mfp": _nanmean(fp), "fp": fp.tolist(), "mfn": _nanmean(fn), "fn": fn.tolist(),
             "confusion": mat.tolist(),
         }
 
@@ -183,8 +204,9 @@ def write_metrics(metrics: dict[str, Any], out_dir: str | Path, stem: str) -> tu
     iou = metrics["iou"]
     names = metrics.get("class_names") or [str(k) for k in range(len(iou))]
     table = pd.DataFrame({"class_id": range(len(iou)), "class": names, "iou": iou})
-    if "acc" in metrics:
-        table["acc"] = metrics["acc"]
+    for key in ("acc", "fp", "fn"):
+        if key in metrics:
+            table[key] = metrics[key]
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}_per_class.csv"
     write_json_atomic(json_path, metrics)
     write_text_atomic(csv_path, table.to_csv(index=False))

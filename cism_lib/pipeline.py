@@ -282,19 +282,35 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
         out, snap = folder.curve(epoch), folder.snapshot(epoch)
         if epoch == cfg.train.epochs and stage_done(rd, "eval"):
             scores = {k: v for k, v in scalar_metrics(rd).items() if k.startswith(("cam_", "all_background"))}
+            scored = folder
         elif out.metrics_file.is_file():
-            scores = scalar_metrics(out.root)
+            scores, scored = scalar_metrics(out.root), out
         elif snap.is_file() and (score is None or epoch in score):
             with torch.random.fork_rng(devices=[]):  # scoring leaves training's generator as it was
                 _make_split_cams(cfg, snap, out.cams(), progress)
-            scores = update_metrics(out.root, **_score_split_cams(cfg, out, progress))
+            scores, scored = update_metrics(out.root, **_score_split_cams(cfg, out, progress)), out
             shutil.rmtree(out.cams())
         else:
             continue
+        scores = {**scores, **_error_shares(scored, _eval_splits(cfg))}
         losses = {k: history[epoch][k] for k in ("total", "ml", "sl", "csm", "nsc") if k in history[epoch]}
         rows.append({"epoch": epoch, "steps": history[epoch]["steps"], **scores,
                      **{f"loss_{k}": v for k, v in losses.items()}})
     return pd.DataFrame(rows)
+
+
+def _error_shares(folder: RunFolder, splits: Sequence[str]) -> dict[str, float]:
+    """The mean false-positive and false-negative shares (metrics module docstring) of each split's
+    CAM scores in `folder`, from the confusion matrices their files keep."""
+    from cism_lib.metrics import ConfusionMatrix
+
+    shares = {}
+    for split in splits:
+        path = folder.metrics(f"cam_{split}")
+        if path.is_file():
+            m = ConfusionMatrix.of(json.loads(path.read_text())["confusion"]).compute()
+            shares[f"cam_fp_{split}"], shares[f"cam_fn_{split}"] = m["mfp"], m["mfn"]
+    return shares
 
 
 def curve_label(cfg: RunConfig) -> str:

@@ -156,13 +156,18 @@ def real_screen_table(root: Path | None = None) -> pd.DataFrame:
 
 def learning_curve_table(root: Path | None = None) -> pd.DataFrame:
     """Report: the real-tile learning curves (results/isaid512/curve_runs.csv): per method, schedule
-    length and epoch, the seeds and their CAM mIoU (mean ± std), and the epoch-mean L_ml."""
+    length and epoch, the seeds and their CAM mIoU (mean ± std), the val error shares (what the
+    mIoU misses: false positives + false negatives, metrics module) and the epoch-mean L_ml."""
     runs = results_csv("isaid512/curve_runs", root)
+    for share in ("cam_fp_val", "cam_fn_val"):  # a CSV without the shares shows them as missing
+        runs[share] = runs[share] if share in runs else math.nan
     lines = []
     for (method, epochs, epoch), g in runs.groupby(["method", "epochs", "epoch"], sort=True):
         lines.append({"method": method, "schedule (epochs)": int(epochs), "after epoch": int(epoch),
                       "steps": int(g["steps"].iloc[0]), "seeds": _seeds(g),
                       "CAM mIoU (val)": _mean_std(g["cam_miou_val"]), "CAM mIoU (train)": _mean_std(g["cam_miou_train"]),
+                      "false-positive share (val)": _mean_std(g["cam_fp_val"]),
+                      "false-negative share (val)": _mean_std(g["cam_fn_val"]),
                       "L_ml": f"{g['loss_ml'].mean():.3f}"})
     return pd.DataFrame(lines)
 

@@ -63,6 +63,21 @@ def test_confusion_matrix_hand_computed() -> None:
     assert m["oa"] == pytest.approx(6 / 8)
     assert m["acc"] == pytest.approx([2 / 3, 1.0, 2 / 3])
     assert m["macc"] == pytest.approx(7 / 9)
+    # error shares of each union: class 0 one pixel each way of 4; class 1 one false positive of 3;
+    # class 2 one false negative of 3
+    assert m["fp"] == pytest.approx([1 / 4, 1 / 3, 0.0]) and m["fn"] == pytest.approx([1 / 4, 0.0, 1 / 3])
+    assert m["mfp"] == pytest.approx((1 / 4 + 1 / 3) / 3) and m["mfn"] == pytest.approx((1 / 4 + 1 / 3) / 3)
+    assert m["miou"] + m["mfp"] + m["mfn"] == pytest.approx(1.0)
+
+
+def test_a_stored_matrix_computes_the_same_metrics() -> None:
+    cm = ConfusionMatrix(3)
+    cm.update(GT, PRED)
+    stored = cm.compute()
+    again = ConfusionMatrix.of(stored["confusion"]).compute()
+    assert again["confusion"] == stored["confusion"]
+    for key in ("miou", "oa", "macc", "mfp", "mfn"):
+        assert again[key] == stored[key], key
 
 
 def test_confusion_matrix_accumulates_torch_input() -> None:
@@ -83,6 +98,9 @@ def test_confusion_matrix_absent_classes() -> None:
     assert m["iou"][:2] == pytest.approx([0.5, 1.0])
     assert m["miou"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
     assert math.isnan(m["acc"][2]) and m["macc"] == pytest.approx(0.75)
+    # predicted only: all of its union is false positive; absent everywhere: no share at all
+    assert (m["fp"][2], m["fn"][2]) == (1.0, 0.0) and math.isnan(m["fp"][3]) and math.isnan(m["fn"][3])
+    assert m["miou"] + m["mfp"] + m["mfn"] == pytest.approx(1.0)
 
 
 def test_confusion_matrix_rejects_bad_input() -> None:
@@ -291,7 +309,7 @@ def test_write_metrics(tmp_path) -> None:
     data = json.loads(json_path.read_text())
     assert data["iou"][2] is None and data["iou"][1] == pytest.approx(0.5)
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "class_id,class,iou,acc" and lines[2].startswith("1,red,0.5,0.5")
+    assert lines[0] == "class_id,class,iou,acc,fp,fn" and lines[2] == "1,red,0.5,0.5,0.0,0.5"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam_eval.json", "cam_eval_per_class.csv"]
 
 

@@ -53,6 +53,11 @@ def test_snapshots_are_scored_during_training_and_the_last_epoch_is_the_runs_own
     log = [json.loads(line) for line in (rd / "train" / "log.jsonl").read_text().splitlines()]
     assert table.set_index("epoch").loc[1, "loss_ml"] == log[0]["ml"]
     assert table["steps"].tolist() == [log[0]["steps"], log[2]["steps"]]
+    # each epoch's error shares, from the confusion matrices its scores keep: with the mIoU, all
+    # of the union of every class counted
+    for split in ("train", "val"):
+        total = table[f"cam_miou_{split}"] + table[f"cam_fp_{split}"] + table[f"cam_fn_{split}"]
+        assert total.tolist() == pytest.approx([1.0, 1.0]), split
 
 
 def test_a_snapshot_scores_as_the_run_would_at_that_epoch(curved, tmp_path):
@@ -184,3 +189,25 @@ def test_a_curve_is_named_by_its_method_and_the_anchors_practices(tmp_path):
     assert pipeline.curve_label(practices) == ("CISM, aux losses from epoch 2, class-first pairs, "
                                                "frozen stem + 3 stages, frozen BN")
     assert pipeline.curve_label(replace(plain, **{"model.method": "cam"})) == "CAM"
+
+
+def test_the_error_shares_script_reads_every_scored_epoch(curved, capsys):
+    """docs/scripts/error_shares.py: one column per scored epoch (the snapshot's and the run's
+    own), each class's IoU and shares adding to 100 (rounding aside)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "error_shares.py"
+    spec = importlib.util.spec_from_file_location("error_shares", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, rd = curved
+    assert list(script.scored_epochs(rd, "val")) == [1, 3]
+    for file in script.scored_epochs(rd, "val").values():
+        t = script.shares_table(file).dropna()
+        assert len(t) and ((t.sum(axis=1) - 100).abs() <= 0.15 + 1e-9).all()
+    script.main([str(rd)])
+    out = capsys.readouterr().out
+    assert f"{rd.name} e1" in out and f"{rd.name} e3" in out
+    with pytest.raises(SystemExit, match="no scored epoch"):
+        script.main([str(rd), "--split", "nosuch"])

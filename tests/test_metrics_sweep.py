@@ -128,9 +128,12 @@ def test_write_metrics_names_classes_by_id_without_class_names(tmp_path) -> None
     cm.update(np.array([0, 1, 2]), np.array([0, 1, 1]))
     _, csv_path = write_metrics(cm.compute(), tmp_path, "m")
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "class_id,class,iou,acc"
+    assert lines[0] == "class_id,class,iou,acc,fp,fn"
     assert [line.split(",")[:2] for line in lines[1:]] == [["0", "0"], ["1", "1"], ["2", "2"]]
     assert math.isclose(float(lines[2].split(",")[2]), 0.5)
+    # class 1 predicted on class 2's pixel: half its union false positive; class 2 all false negative
+    assert [float(v) for v in lines[2].split(",")[4:]] == [0.5, 0.0]
+    assert [float(v) for v in lines[3].split(",")[4:]] == [0.0, 1.0]
 
 
 # ---------------------------------------------------------------- ConfusionMatrix edges
