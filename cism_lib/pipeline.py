@@ -180,6 +180,8 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
     setup_cpu(cfg.threads)
     pairs = pair_dataset(cfg, progress)
     before_last = {e for e in cfg.train.curve_epochs if e < cfg.train.epochs}  # the last: the eval stage's
+    if before_last:  # a snapshot whose scoring an interruption cut short: its point lands before more training
+        score_curve(cfg, rd, progress=progress, score=before_last)
 
     def after_epoch(record: dict) -> None:
         if record["epoch"] + 1 in before_last:  # score the snapshot now, on this core
@@ -189,8 +191,6 @@ def stage_train(cfg: RunConfig, rd: Path, resume: bool = True, progress: bool = 
 
     _, history = train_classifier(cfg, pairs, num_foreground(cfg), RunFolder(rd).train, resume=resume,
                                   progress=progress, on_epoch=after_epoch)
-    if before_last:  # a snapshot whose scoring an interruption cut short
-        score_curve(cfg, rd, progress=progress, score=before_last)
     return {"epochs": len(history), "final_loss": history[-1]["total"] if history else None,
             "images_per_s": history[-1]["images_per_s"] if history else None}
 

@@ -82,6 +82,26 @@ def test_an_unscored_snapshot_is_scored_on_the_next_call_and_only_when_asked(cur
     assert again.loc[1, "cam_miou_val"] == first["cam_miou_val"]
 
 
+def test_a_resumed_run_scores_its_unscored_snapshot_before_it_trains_on(tmp_path):
+    """A run stopped while its epoch-1 snapshot was being scored gets that point first when it
+    resumes, so a session that resumes it commits the point without waiting for the next one."""
+    cfg = tiny_config(tmp_path, **{"seg.enabled": False, "train.epochs": 2, "train.curve_epochs": (1,)})
+    rd = pipeline.run_dir(cfg)
+
+    def stop_after_epoch_1(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.stage_train(cfg, rd, progress=False, on_epoch=stop_after_epoch_1)
+    scored = rd / "curve" / "epoch_1" / "metrics.json"
+    first = json.loads(scored.read_text())
+    scored.unlink()  # as if the stop had come while it was scored
+    seen = []
+    pipeline.stage_train(cfg, rd, progress=False, on_epoch=lambda record: seen.append(scored.is_file()))
+    assert seen == [True]  # epoch 2's record: epoch 1 was scored before it trained
+    assert json.loads(scored.read_text())["cam_miou_val"] == first["cam_miou_val"]
+
+
 def test_cism_curve_prints_the_table(curved, capsys):
     _, rd = curved
     assert cli_main(["curve", str(rd), "--quiet"]) == 0
