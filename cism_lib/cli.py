@@ -207,6 +207,21 @@ def _cmd_runs(args: argparse.Namespace) -> None:
 def _cmd_screen(args: argparse.Namespace) -> None:
     from cism_lib import experiments as ex
 
+    if args.merge:
+        import pandas as pd
+
+        from cism_lib.errors import DataError
+
+        path = ex.output_dir("results", "isaid512") / "screen_runs.csv"
+        for other in args.merge:
+            if not other.is_file():
+                raise DataError(f"{other}: no such screen CSV (a checkout's results/isaid512/screen_runs.csv)")
+            lines = pd.read_csv(other)
+            if "run" not in lines:
+                raise DataError(f"{other}: not a screen CSV (no 'run' column)")
+            ex.merge_lines(lines, path, key=("run",))
+            print(f"{other}: {len(lines)} lines merged into {path}")
+        return
     if args.summary:
         import pandas as pd
 
@@ -325,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--summary", action="store_true",
                     help="print the per-row summary (mean ± std over seeds) of results/isaid512/screen_runs.csv "
                     "as Markdown and run nothing")
+    sc.add_argument("--merge", nargs="+", type=Path, default=None, metavar="CSV",
+                    help="merge the lines of other checkouts' screen_runs.csv (clones that ran screens) into "
+                    "this one's, each replacing the line of the same run, and run nothing")
     add_config_flags(sc)
     sc.set_defaults(func=_cmd_screen)
     cu = sub.add_parser("curve", help="the learning curve of runs trained with train.curve_epochs",

@@ -185,3 +185,21 @@ def test_a_screen_line_names_the_flags_it_ran_with_and_the_summary_keeps_them_ap
     summary = ex.screen_summary(runs).set_index("row")
     assert list(summary.index) == ["CISM", "CISM [train.aux_from_epoch=2]"]
     assert summary.loc["CISM [train.aux_from_epoch=2]", "seeds"] == "0, 1" and summary.loc["CISM", "seeds"] == "0"
+
+
+def test_screen_merge_takes_a_clones_lines_each_replacing_its_runs_line(tiles, capsys) -> None:
+    ours = ex.output_dir("results", "isaid512") / "screen_runs.csv"
+    ex.write_csv(pd.DataFrame({"row": ["CAM", "CISM"], "seed": [0, 0], "run": ["cam-a", "cism-b"],
+                               "cam_miou_val": [0.2, 0.1]}), ours)
+    clone = tiles / "clone.csv"
+    ex.write_csv(pd.DataFrame({"row": ["CISM", "CIAN"], "seed": [0, 0], "run": ["cism-b", "cian-c"],
+                               "cam_miou_val": [0.15, 0.18], "flags": ["train.aux_from_epoch=2", ""]}), clone)
+    assert main(["screen", "--merge", str(clone)]) == 0
+    merged = pd.read_csv(ours).set_index("run")
+    assert sorted(merged.index) == ["cam-a", "cian-c", "cism-b"]
+    assert merged.loc["cism-b", "cam_miou_val"] == 0.15 and merged.loc["cam-a", "cam_miou_val"] == 0.2
+    assert merged.loc["cism-b", "flags"] == "train.aux_from_epoch=2"
+    assert "2 lines merged" in capsys.readouterr().out
+    assert main(["screen", "--merge", str(tiles / "nosuch.csv")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuch.csv: no such screen CSV" in err[0]
