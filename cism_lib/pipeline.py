@@ -262,7 +262,8 @@ def _score_split_cams(cfg: RunConfig, folder: RunFolder, progress: bool, source:
 
 def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
                 score: Collection[int] | None = None) -> pd.DataFrame:
-    """The learning curve of a run, one line per scored epoch with its mean losses.
+    """The learning curve of a run, one line per scored epoch with its scores, error shares,
+    per-class val IoU and mean losses.
 
     A kept snapshot `train/epoch_<N>.pt` of an epoch in `score` (None: every epoch) that is not
     scored yet gets its CAMs and scores in `curve/epoch_<N>/` under the run's protocol (each
@@ -292,25 +293,29 @@ def score_curve(cfg: RunConfig, rd: Path, progress: bool = True,
             shutil.rmtree(out.cams())
         else:
             continue
-        scores = {**scores, **_error_shares(scored, _eval_splits(cfg))}
+        shares, per_class = _confusion_columns(scored, _eval_splits(cfg))
         losses = {k: history[epoch][k] for k in ("total", "ml", "sl", "csm", "nsc") if k in history[epoch]}
-        rows.append({"epoch": epoch, "steps": history[epoch]["steps"], **scores,
-                     **{f"loss_{k}": v for k, v in losses.items()}})
+        rows.append({"epoch": epoch, "steps": history[epoch]["steps"], **scores, **shares,
+                     **{f"loss_{k}": v for k, v in losses.items()}, **per_class})
     return pd.DataFrame(rows)
 
 
-def _error_shares(folder: RunFolder, splits: Sequence[str]) -> dict[str, float]:
-    """The mean false-positive and false-negative shares (metrics module docstring) of each split's
-    CAM scores in `folder`, from the confusion matrices their files keep."""
+def _confusion_columns(folder: RunFolder, splits: tuple[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+    """From the confusion matrices the CAM scores in `folder` keep: each split's mean false-positive
+    and false-negative shares (metrics module docstring), and the reported (second) split's
+    per-class IoU (`cam_iou_<split>_<class>`)."""
     from cism_lib.metrics import ConfusionMatrix
 
-    shares = {}
+    shares, per_class = {}, {}
     for split in splits:
         path = folder.metrics(f"cam_{split}")
         if path.is_file():
-            m = ConfusionMatrix.of(json.loads(path.read_text())["confusion"]).compute()
+            stored = json.loads(path.read_text())
+            m = ConfusionMatrix.of(stored["confusion"]).compute()
             shares[f"cam_fp_{split}"], shares[f"cam_fn_{split}"] = m["mfp"], m["mfn"]
-    return shares
+            if split == splits[1]:
+                per_class = {f"cam_iou_{split}_{name}": v for name, v in zip(stored["class_names"], m["iou"])}
+    return shares, per_class
 
 
 def curve_label(cfg: RunConfig) -> str:

@@ -172,6 +172,21 @@ def learning_curve_table(root: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def learning_curve_per_class(root: Path | None = None) -> pd.DataFrame:
+    """Report: the real-tile learning curves' per-class val IoU (curve lines' `cam_iou_val_<class>`),
+    the mean over seeds per method, schedule length and epoch, classes by the paper's abbreviations."""
+    from cism_lib.classes import ISAID
+
+    runs = results_csv("isaid512/curve_runs", root)
+    columns = {f"cam_iou_val_{name}": abbrev for name, abbrev in zip(ISAID.names, ISAID.abbrev)}
+    lines = []
+    for (method, epochs, epoch), g in runs.groupby(["method", "epochs", "epoch"], sort=True):
+        lines.append({"method": method, "schedule (epochs)": int(epochs), "after epoch": int(epoch),
+                      "seeds": _seeds(g), **{abbrev: _pct(g[c].mean()) if c in g else cell(math.nan)
+                                             for c, abbrev in columns.items()}})
+    return pd.DataFrame(lines)
+
+
 def learning_curve_figure(lines: pd.DataFrame | None = None, root: Path | None = None) -> Any:
     """The real-tile learning curves as a figure: val mIoU against epoch, one line per method and
     schedule (pipeline.curves_of_lines), seeds as a band, the paper's Table 1 CAM mIoU of CIAN and
@@ -355,7 +370,8 @@ def reading(root: Path | None = None) -> str:
 TABLES: dict[str, Callable[[Path | None], pd.DataFrame]] = {
     "synthetic": synthetic_table, "real": real_table, "claims": claims_table,
     "ablations": ablation_table, "ablation-rows": ablation_rows_table, "figures": figures_table,
-    "real-screen": real_screen_table, "real-curves": learning_curve_table, "real-rescore": rescore_table,
+    "real-screen": real_screen_table, "real-curves": learning_curve_table,
+    "real-curves-per-class": learning_curve_per_class, "real-rescore": rescore_table,
 }
 
 

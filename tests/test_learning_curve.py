@@ -58,6 +58,10 @@ def test_snapshots_are_scored_during_training_and_the_last_epoch_is_the_runs_own
     for split in ("train", "val"):
         total = table[f"cam_miou_{split}"] + table[f"cam_fp_{split}"] + table[f"cam_fn_{split}"]
         assert total.tolist() == pytest.approx([1.0, 1.0]), split
+    # the reported split's per-class IoU, whose mean over the classes scored is the mIoU
+    per_class = table.filter(like="cam_iou_val_")
+    assert per_class.shape[1] == len(json.loads((rd / "metrics" / "cam_val.json").read_text())["class_names"])
+    assert per_class.mean(axis=1, skipna=True).tolist() == pytest.approx(table["cam_miou_val"].tolist())
 
 
 def test_a_snapshot_scores_as_the_run_would_at_that_epoch(curved, tmp_path):

@@ -57,3 +57,14 @@ def test_the_sections_the_real_chain_lines_cite_exist() -> None:
     headings = [line for line in (ROOT / "docs" / "results.md").read_text().splitlines() if line.startswith("#")]
     for section in report.chain_runs()["source"].str.extract(r'"([^"]+)"')[0]:
         assert any(section in h for h in headings), f"docs/results.md has no section {section!r}"
+
+
+def test_the_curves_per_class_iou_averages_to_their_miou() -> None:
+    """Each committed curve line's per-class val IoU, averaged over the classes, is its val mIoU
+    (both from the same confusion matrix), and the per-class report has the curve table's lines."""
+    lines = report.results_csv("isaid512/curve_runs")
+    per_class = lines.filter(like="cam_iou_val_")
+    assert per_class.shape[1] == 16 and per_class.notna().all().all()
+    assert per_class.mean(axis=1).tolist() == pytest.approx(lines["cam_miou_val"].tolist(), abs=1e-4)
+    keys = ["method", "schedule (epochs)", "after epoch", "seeds"]
+    assert report.learning_curve_per_class()[keys].equals(report.learning_curve_table()[keys])
