@@ -59,6 +59,13 @@ display.markdown(display.markdown_table(report.real_screen_table()))
 display.markdown(display.markdown_table(report.learning_curve_table()))
 
 # %% [markdown]
+# What each curve point misses, per class: the val IoU of each class (the error shares above
+# split the rest of each class's union into false positives and false negatives):
+
+# %%
+display.markdown(display.markdown_table(report.learning_curve_per_class()))
+
+# %% [markdown]
 # The same lines as curves (one line per method and schedule, seeds as a band where there are
 # several, the paper's Table 1 figures as marks): `figures/isaid512/isaid512_curves.png`.
 
