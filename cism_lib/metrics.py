@@ -110,6 +110,15 @@ def with_class_names(metrics: dict[str, Any], names: Sequence[str]) -> dict[str,
             "iou_by_class": dict(zip(names, metrics["iou"]))}
 
 
+def stored_metrics(path: str | Path) -> dict[str, Any]:
+    """The metrics of a scoring file (`write_metrics`'s JSON) computed again from the confusion
+    matrix it keeps, with its class names: every figure of `compute`, files scored before it
+    gave them included, without making or scoring a CAM again."""
+    stored = json.loads(Path(path).read_text())
+    m = ConfusionMatrix.of(stored["confusion"]).compute()
+    return with_class_names(m, stored.get("class_names") or [str(k) for k in range(len(m["iou"]))])
+
+
 def _cam_predictions(cam_dir: Path, dataset: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gt mask, best foreground class id map, its CAM score) for image i."""
     cam, _ = load_cam(cam_dir / f"{dataset.ids[i]}.npz", dataset.classes.num_foreground)

@@ -304,17 +304,16 @@ def _confusion_columns(folder: RunFolder, splits: tuple[str, str]) -> tuple[dict
     """From the confusion matrices the CAM scores in `folder` keep: each split's mean false-positive
     and false-negative shares (metrics module docstring), and the reported (second) split's
     per-class IoU (`cam_iou_<split>_<class>`)."""
-    from cism_lib.metrics import ConfusionMatrix
+    from cism_lib.metrics import stored_metrics
 
     shares, per_class = {}, {}
     for split in splits:
         path = folder.metrics(f"cam_{split}")
         if path.is_file():
-            stored = json.loads(path.read_text())
-            m = ConfusionMatrix.of(stored["confusion"]).compute()
+            m = stored_metrics(path)
             shares[f"cam_fp_{split}"], shares[f"cam_fn_{split}"] = m["mfp"], m["mfn"]
             if split == splits[1]:
-                per_class = {f"cam_iou_{split}_{name}": v for name, v in zip(stored["class_names"], m["iou"])}
+                per_class = {f"cam_iou_{split}_{name}": v for name, v in m["iou_by_class"].items()}
     return shares, per_class
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from cism_lib.cam import cam_to_labels, load_cam, make_cams, multiscale_cam, save_cam
 from cism_lib.config import CamConfig
 from cism_lib.errors import ConfigError, DataError
-from cism_lib.metrics import ConfusionMatrix, evaluate_cams, sweep_threshold, write_metrics
+from cism_lib.metrics import ConfusionMatrix, evaluate_cams, stored_metrics, sweep_threshold, write_metrics
 from tests.fixtures import TOY, ArrayDataset
 
 
@@ -311,6 +311,12 @@ def test_write_metrics(tmp_path) -> None:
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "class_id,class,iou,acc,fp,fn" and lines[2] == "1,red,0.5,0.5,0.0,0.5"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam_eval.json", "cam_eval_per_class.csv"]
+    # computed again from the file's confusion matrix: the same figures, the class names kept
+    again = stored_metrics(json_path)
+    assert again["class_names"] == list(TOY.names) and again["confusion"] == metrics["confusion"]
+    assert again["miou"] == metrics["miou"]
+    for key in ("iou", "fp", "fn"):  # class 2 is in neither truth nor prediction: NaN in both
+        assert again[key] == pytest.approx(metrics[key], nan_ok=True), key
 
 
 def test_json_safe_is_strict_json(tmp_path) -> None:

@@ -4,16 +4,15 @@ Usage: python docs/scripts/error_shares.py RUN [RUN ...] [--split val]
 
 For each run folder, each scored epoch (its learning-curve snapshots `curve/epoch_<N>/` and the
 run's own last epoch) gives one column per class: IoU / false-positive share / false-negative
-share in percent (`metrics.ConfusionMatrix.compute`: the three add to 100 for every class), read
-from `metrics/cam_<split>.json`. No CAM is made or scored again.
+share in percent (`metrics.ConfusionMatrix.compute`: the three add to 100 for every class),
+computed again from `metrics/cam_<split>.json` (`metrics.stored_metrics`). No CAM is made or scored again.
 """
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from cism_lib.metrics import ConfusionMatrix
+from cism_lib.metrics import stored_metrics
 from cism_lib.runfolder import RunFolder, train_history
 
 
@@ -30,10 +29,8 @@ def scored_epochs(rd: Path, split: str) -> dict[int, Path]:
 
 def shares_table(path: Path) -> pd.DataFrame:
     """One line per class: IoU, false-positive and false-negative share, in percent."""
-    stored = json.loads(path.read_text())
-    m = ConfusionMatrix.of(stored["confusion"]).compute()
-    return pd.DataFrame({"iou": m["iou"], "fp": m["fp"], "fn": m["fn"]},
-                        index=stored.get("class_names")).mul(100).round(1)
+    m = stored_metrics(path)
+    return pd.DataFrame({"iou": m["iou"], "fp": m["fp"], "fn": m["fn"]}, index=m["class_names"]).mul(100).round(1)
 
 
 def main(argv=None):
